@@ -1,0 +1,3 @@
+from petalnet.cli import main
+
+raise SystemExit(main())

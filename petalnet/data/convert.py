@@ -1,0 +1,115 @@
+"""Turn a class-per-folder image tree into competition TFRecords (``petalnet convert``)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from petalnet.classes import CLASSES, class_index
+from petalnet.data.writer import LayoutWriter, jpeg_bytes, square
+from petalnet.errors import PetalnetError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def folder_class(name: str) -> int:
+    """Class index of a folder named by competition index ('48') or class name ('daisy', 'common_tulip')."""
+    if name.isdigit():
+        idx = int(name)
+        if idx >= len(CLASSES):
+            raise PetalnetError(f"folder {name!r}: class index outside 0..{len(CLASSES) - 1}")
+        return idx
+    try:
+        return class_index(name)
+    except PetalnetError:
+        raise PetalnetError(f"folder {name!r} is neither a class index (0..103) nor one of the competition's "
+                            "class names (see `petalnet classes`)") from None
+
+
+def image_id(relpath: str, taken: set[str]) -> str:
+    """A 9-hex-character id (as in the competition) derived from the file's path: stable across runs."""
+    digest = hashlib.sha1(relpath.encode()).hexdigest()
+    for start in range(0, len(digest) - 9):
+        if (cand := digest[start:start + 9]) not in taken:
+            taken.add(cand)
+            return cand
+    raise PetalnetError(f"cannot assign a unique id to {relpath}")
+
+
+def scan_tree(image_dir: str) -> list[tuple[str, int]]:
+    """(path relative to image_dir, class) for every image under the class folders, sorted."""
+    if not os.path.isdir(image_dir):
+        raise PetalnetError(f"{image_dir}: not a folder")
+    items = []
+    for entry in sorted(os.scandir(image_dir), key=lambda e: e.name):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        label = folder_class(entry.name)
+        for root, dirs, names in os.walk(entry.path):
+            dirs.sort()
+            for name in sorted(names):
+                if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                    items.append((os.path.relpath(os.path.join(root, name), image_dir), label))
+    if not items:
+        raise PetalnetError(f"{image_dir}: no images in class folders (expected IMAGE_DIR/<class>/*.jpg)")
+    return items
+
+
+def stratified_split(items: list[tuple[str, int]], val_fraction: float, seed: int):
+    """Deterministic per-class split: each class gives round(n * val_fraction) images to val."""
+    if not 0 <= val_fraction < 1:
+        raise PetalnetError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    by_class = defaultdict(list)
+    for item in items:
+        by_class[item[1]].append(item)
+    train, val = [], []
+    rng = random.Random(seed)
+    for label in sorted(by_class):
+        group = sorted(by_class[label])
+        rng.shuffle(group)
+        k = round(len(group) * val_fraction)
+        if val_fraction > 0 and len(group) > 1:
+            k = max(k, 1)
+        val += group[:k]
+        train += group[k:]
+    rng.shuffle(train)
+    rng.shuffle(val)
+    return train, val
+
+
+def _load(image_dir: str, relpath: str, size: int, quality: int) -> bytes:
+    path = os.path.join(image_dir, relpath)
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img).convert("RGB")
+            return jpeg_bytes(square(img, size), quality)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise PetalnetError(f"{path}: cannot read image ({e})") from None
+
+
+def convert(image_dir: str, out: str, size: int, *, val_fraction: float = 0.2, seed: int = 0,
+            quality: int = 95, shard_size: int = 512, force: bool = False, workers: int | None = None,
+            progress=None) -> dict[str, list[str]]:
+    """Write ``out/tfrecords-jpeg-SxS/{train,val}``; returns the files written per split."""
+    if size < 8:
+        raise PetalnetError(f"--size must be at least 8, got {size}")
+    items = scan_tree(image_dir)
+    train, val = stratified_split(items, val_fraction, seed)
+    taken: set[str] = set()
+    ids = {rel: image_id(rel, taken) for rel, _ in items}
+    written = {}
+    with LayoutWriter(out, size, force) as layout, ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+        for split, group in (("train", train), ("val", val)):
+            if not group:
+                continue
+            jpegs = pool.map(lambda it: _load(image_dir, it[0], size, quality), group)
+            if progress:
+                jpegs = progress(jpegs, total=len(group), desc=split)
+            records = [{"image": jpeg, "class": label, "id": ids[rel]} for (rel, label), jpeg in zip(group, jpegs)]
+            written[split] = layout.write(split, records, shard_size)
+    final = layout.final
+    return {split: [p.replace(layout.tmp, final) for p in paths] for split, paths in written.items()}

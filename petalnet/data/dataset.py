@@ -1,0 +1,146 @@
+"""Map-style dataset over TFRecord files: random access by index, uint8 CHW images out.
+
+Indexable, so any sampler can shuffle it, shard it over DDP ranks (``ShardSampler``) and
+DataLoader workers, and resume mid-epoch. Images stay uint8 until they reach the device
+(timm's fast-collate pattern): decoding is the only per-image work in the workers.
+"""
+from __future__ import annotations
+
+import bisect
+import re
+import warnings
+
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_image
+
+from petalnet.data import example, files
+from petalnet.data.discovery import count_from_name
+from petalnet.data.tfrecord import RecordReader, load_index
+from petalnet.errors import DataError, ExampleError
+
+# torchvision 0.29 announces a move of its decoders to TorchCodec; they still work and are what we use.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision")
+
+
+def decode(data: bytes) -> torch.Tensor:
+    """uint8 CHW RGB tensor from JPEG (or PNG/WebP/GIF) bytes; RuntimeError when corrupt."""
+    if not data:
+        raise RuntimeError("empty image bytes")
+    return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+
+
+def _clean(err: Exception) -> str:
+    # torchvision prefixes its messages with "func, /path/file.cpp:LINE, "
+    return re.sub(r"^.*?\.cpp:\d+, ", "", str(err)).strip()
+
+
+class TFRecordImages(torch.utils.data.Dataset):
+    """The records of ``files`` as ``(image, label)`` (labelled) or ``(image, id)`` (unlabelled).
+
+    image_size: the size the images must have (square); a different image is an error naming it.
+    labeled: None decides from the first record (whether it has ``label_key``).
+    transform: called on each uint8 CHW image in the worker (e.g. a random flip).
+    skip_bad: skip records with bad framing or checksums (with a warning) instead of raising.
+    """
+
+    def __init__(self, paths: list[str], *, image_size: int | None = None, labeled: bool | None = None,
+                 image_key: str = "image", label_key: str = "class", id_key: str = "id",
+                 transform=None, skip_bad: bool = False, use_cache: bool = True):
+        if not paths:
+            raise DataError("<dataset>", "no record files given")
+        self.paths = [str(p) for p in paths]
+        self.readers: list[RecordReader] = []
+        for path in self.paths:
+            index = load_index(path, skip_bad=skip_bad, use_cache=use_cache)
+            named = count_from_name(path)
+            if named is not None and named != len(index):
+                err = DataError(path, f"file name says {named} records, the file holds {len(index)}")
+                if not skip_bad:
+                    raise err
+                warnings.warn(str(err), stacklevel=2)
+            self.readers.append(RecordReader(index))
+        self.ends = np.cumsum([len(r) for r in self.readers]).tolist()
+        self.image_size, self.transform = image_size, transform
+        self.image_key, self.label_key, self.id_key = image_key, label_key, id_key
+        if labeled is None:
+            labeled = len(self) > 0 and label_key in self._keys(0)
+        self.labeled = labeled
+        self.spec = {image_key: "bytes", id_key: "bytes"}
+        self.meta_spec = {id_key: "bytes"}
+        if labeled:
+            self.spec[label_key] = self.meta_spec[label_key] = "int64"
+
+    def __len__(self) -> int:
+        return self.ends[-1] if self.ends else 0
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(file number, record number in that file) of global index ``i``."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"record {i} out of range 0..{len(self) - 1}")
+        f = bisect.bisect_right(self.ends, i)
+        return f, i - (self.ends[f - 1] if f else 0)
+
+    def where(self, i: int) -> str:
+        f, r = self.locate(i)
+        return f"{self.paths[f]}: record {r} (byte offset {int(self.readers[f].index.offsets[r])})"
+
+    def read(self, i: int, spec: dict[str, str] | None = None) -> dict:
+        """The parsed features of record ``i`` (payload checksum checked)."""
+        f, r = self.locate(i)
+        payload = self.readers[f].read(r)
+        try:
+            return example.parse(payload, spec or self.spec)
+        except ExampleError as e:
+            raise DataError(self.paths[f], f"record {r}: {e}", int(self.readers[f].index.offsets[r])) from None
+
+    def _keys(self, i: int) -> dict[str, str]:
+        f, r = self.locate(i)
+        try:
+            return example.keys(self.readers[f].read(r))
+        except ExampleError as e:
+            raise DataError(self.paths[f], f"record {r}: {e}") from None
+
+    def load(self, i: int) -> tuple[torch.Tensor, dict]:
+        """Decoded, size-checked image of record ``i`` and its parsed features (before ``transform``)."""
+        feats = self.read(i)
+        try:
+            img = decode(feats[self.image_key])
+        except RuntimeError as e:
+            raise DataError(self.where(i).split(": ", 1)[0], f"{self.where(i).split(': ', 1)[1]}, "
+                            f"id {feats[self.id_key].decode(errors='replace')}: corrupt image ({_clean(e)})") from None
+        if self.image_size and img.shape[-2:] != (self.image_size, self.image_size):
+            raise DataError(self.paths[self.locate(i)[0]],
+                            f"record {self.locate(i)[1]}, id {feats[self.id_key].decode(errors='replace')}: image is "
+                            f"{img.shape[-1]}x{img.shape[-2]}, expected {self.image_size}x{self.image_size}")
+        return img, feats
+
+    def __getitem__(self, i: int):
+        img, feats = self.load(i)
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, (int(feats[self.label_key]) if self.labeled else feats[self.id_key].decode())
+
+    def metadata(self) -> tuple[np.ndarray | None, list[str]]:
+        """(labels or None, ids) of every record, without decoding images."""
+        labels, ids = [], []
+        for i in range(len(self)):
+            feats = self.read(i, self.meta_spec)
+            ids.append(feats[self.id_key].decode(errors="replace"))
+            if self.labeled:
+                labels.append(feats[self.label_key])
+        return (np.asarray(labels, np.int64) if self.labeled else None), ids
+
+
+def open_split(data, split: str | None = None, *, image_size: int | None = None, **kwargs) -> TFRecordImages:
+    """Dataset of one split of DATA (any layout ``discover`` takes). ``split=None`` takes the only one."""
+    from petalnet.data.discovery import discover
+    src = discover(data, image_size)
+    if split is None:
+        if len(src.splits) != 1:
+            raise DataError(src.root, f"several splits ({', '.join(src.splits)}): name one")
+        split = next(iter(src.splits))
+    return TFRecordImages(src.split(split), image_size=src.image_size, **kwargs)
+
+
+__all__ = ["TFRecordImages", "open_split", "decode", "files"]

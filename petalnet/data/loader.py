@@ -1,0 +1,73 @@
+"""Sampling, collating and loading batches: rank/worker sharding, uint8 batches, resumable epochs."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+
+class ShardSampler(Sampler[int]):
+    """This rank's share of an epoch's (shuffled) order; every rank draws the same permutation.
+
+    pad=True repeats the first indices so every rank gets the same count (training under DDP must
+    step in lockstep); pad=False gives disjoint shards that exactly cover the data (evaluation).
+    ``set_epoch`` reshuffles; ``start`` skips the first samples of this rank's share (resume).
+    """
+
+    def __init__(self, num_samples: int, *, rank: int = 0, world_size: int = 1, shuffle: bool = False,
+                 seed: int = 0, pad: bool = False, drop_last: bool = False):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world of {world_size}")
+        self.n, self.rank, self.world = num_samples, rank, world_size
+        self.shuffle, self.seed, self.pad, self.drop_last = shuffle, seed, pad, drop_last
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _order(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        if self.drop_last:
+            order = order[: self.n - self.n % self.world]
+        elif self.pad and self.n % self.world:
+            extra = self.world - self.n % self.world
+            order += (order * math.ceil(extra / max(self.n, 1)))[:extra]
+        return order[self.rank::self.world]
+
+    def __iter__(self):
+        return iter(self._order()[self.start:])
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            full = self.n // self.world
+        elif self.pad:
+            full = math.ceil(self.n / self.world)
+        else:
+            full = len(range(self.rank, self.n, self.world))
+        return max(full - self.start, 0)
+
+
+def fast_collate(batch):
+    """uint8 image batch (B, C, H, W) plus int64 labels, or a list of ids for unlabelled data."""
+    images = torch.stack([b[0] for b in batch])
+    targets = [b[1] for b in batch]
+    if isinstance(targets[0], int):
+        targets = torch.tensor(targets, dtype=torch.int64)
+    return images, targets
+
+
+def create_loader(dataset, batch_size: int, *, shuffle: bool = False, rank: int = 0, world_size: int = 1,
+                  num_workers: int = 2, seed: int = 0, pad: bool = False, drop_last: bool = False,
+                  pin_memory: bool = False, prefetch_factor: int = 4, persistent_workers: bool = False) -> DataLoader:
+    """DataLoader with a ShardSampler; ``loader.sampler.set_epoch(e)`` before each epoch."""
+    sampler = ShardSampler(len(dataset), rank=rank, world_size=world_size, shuffle=shuffle, seed=seed,
+                           pad=pad, drop_last=drop_last)
+    kwargs = dict(prefetch_factor=prefetch_factor, persistent_workers=persistent_workers) if num_workers else {}
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      collate_fn=fast_collate, pin_memory=pin_memory, drop_last=drop_last,
+                      generator=torch.Generator().manual_seed(seed), **kwargs)
