@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            warnings.formatwarning = lambda msg, cat, *a, **k: f"petalnet: warning: {msg}\n"
+            warnings.showwarning = lambda msg, *a, **k: print(f"petalnet: warning: {msg}", file=sys.stderr)
             return args.func(args)
     except PetalnetError as e:
         print(f"petalnet: error: {e}", file=sys.stderr)

@@ -51,6 +51,7 @@ class TFRecordImages(torch.utils.data.Dataset):
             raise DataError("<dataset>", "no record files given")
         self.paths = [str(p) for p in paths]
         self.readers: list[RecordReader] = []
+        self.problems: list[str] = []   # what skip_bad skipped or let through, for reports
         for path in self.paths:
             index = load_index(path, skip_bad=skip_bad, use_cache=use_cache)
             named = count_from_name(path)
@@ -59,6 +60,8 @@ class TFRecordImages(torch.utils.data.Dataset):
                 if not skip_bad:
                     raise err
                 warnings.warn(str(err), stacklevel=2)
+                self.problems.append(str(err))
+            self.problems += index.problems
             self.readers.append(RecordReader(index))
         self.ends = np.cumsum([len(r) for r in self.readers]).tolist()
         self.image_size, self.transform = image_size, transform
@@ -81,25 +84,26 @@ class TFRecordImages(torch.utils.data.Dataset):
         f = bisect.bisect_right(self.ends, i)
         return f, i - (self.ends[f - 1] if f else 0)
 
-    def where(self, i: int) -> str:
+    def error(self, i: int, what: str, image_id: bytes | None = None) -> DataError:
+        """A DataError naming the file, record number, byte offset and id of record ``i``."""
         f, r = self.locate(i)
-        return f"{self.paths[f]}: record {r} (byte offset {int(self.readers[f].index.offsets[r])})"
+        ident = f", id {image_id.decode(errors='replace')}" if image_id is not None else ""
+        return DataError(self.paths[f], f"record {r}{ident}: {what}", int(self.readers[f].index.offsets[r]))
 
     def read(self, i: int, spec: dict[str, str] | None = None) -> dict:
         """The parsed features of record ``i`` (payload checksum checked)."""
         f, r = self.locate(i)
-        payload = self.readers[f].read(r)
         try:
-            return example.parse(payload, spec or self.spec)
+            return example.parse(self.readers[f].read(r), spec or self.spec)
         except ExampleError as e:
-            raise DataError(self.paths[f], f"record {r}: {e}", int(self.readers[f].index.offsets[r])) from None
+            raise self.error(i, str(e)) from None
 
     def _keys(self, i: int) -> dict[str, str]:
         f, r = self.locate(i)
         try:
             return example.keys(self.readers[f].read(r))
         except ExampleError as e:
-            raise DataError(self.paths[f], f"record {r}: {e}") from None
+            raise self.error(i, str(e)) from None
 
     def load(self, i: int) -> tuple[torch.Tensor, dict]:
         """Decoded, size-checked image of record ``i`` and its parsed features (before ``transform``)."""
@@ -107,12 +111,10 @@ class TFRecordImages(torch.utils.data.Dataset):
         try:
             img = decode(feats[self.image_key])
         except RuntimeError as e:
-            raise DataError(self.where(i).split(": ", 1)[0], f"{self.where(i).split(': ', 1)[1]}, "
-                            f"id {feats[self.id_key].decode(errors='replace')}: corrupt image ({_clean(e)})") from None
+            raise self.error(i, f"corrupt image ({_clean(e)})", feats[self.id_key]) from None
         if self.image_size and img.shape[-2:] != (self.image_size, self.image_size):
-            raise DataError(self.paths[self.locate(i)[0]],
-                            f"record {self.locate(i)[1]}, id {feats[self.id_key].decode(errors='replace')}: image is "
-                            f"{img.shape[-1]}x{img.shape[-2]}, expected {self.image_size}x{self.image_size}")
+            raise self.error(i, f"image is {img.shape[-1]}x{img.shape[-2]}, expected "
+                                f"{self.image_size}x{self.image_size}", feats[self.id_key])
         return img, feats
 
     def __getitem__(self, i: int):

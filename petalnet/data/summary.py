@@ -50,9 +50,7 @@ def format_summary(root: str, summary: dict) -> str:
 
 def verify(datasets: dict[str, TFRecordImages], *, skip_bad: bool, progress=None) -> list[str]:
     """Read, checksum and decode every record. Raises on the first problem, or lists them all with skip_bad."""
-    problems = []
-    for ds in datasets.values():
-        problems += [p for r in ds.readers for p in r.index.problems]
+    problems = [p for ds in datasets.values() for p in ds.problems]
 
     def check(args):
         ds, i = args

@@ -166,8 +166,9 @@ def load_index(path: str, *, skip_bad: bool = False, use_cache: bool = True) -> 
 
 def _warn_skipped(index: RecordIndex) -> None:
     if index.problems:
+        shown = [p.replace(index.path, "", 1).lstrip(" :") for p in index.problems[:3]]
         warnings.warn(f"{index.path}: skipped {len(index.problems)} bad span(s), kept {len(index)} records: "
-                      + "; ".join(index.problems[:3]) + (" ..." if len(index.problems) > 3 else ""),
+                      + "; ".join(shown) + (" ..." if len(index.problems) > 3 else ""),
                       stacklevel=3)
 
 

@@ -1,0 +1,144 @@
+import os
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from petalnet.data import example, tfrecord
+from petalnet.data.dataset import TFRecordImages, open_split
+from petalnet.data.discovery import discover
+from petalnet.data.loader import ShardSampler, create_loader
+from petalnet.errors import DataError
+from tests.conftest import PETALS_192
+
+TRAIN_COUNTS = {5: 52, 11: 52, 22: 50, 47: 44, 48: 467, 49: 628, 51: 41, 53: 445, 67: 46, 68: 45, 73: 433, 102: 535}
+VAL_COUNTS = {5: 6, 11: 10, 22: 8, 47: 9, 48: 130, 49: 162, 51: 17, 53: 118, 67: 11, 68: 14, 73: 133, 102: 155}
+
+
+def test_every_petals_mini_record_reads_and_decodes(petals):
+    seen_ids = set()
+    for split, counts in (("train", TRAIN_COUNTS), ("val", VAL_COUNTS), ("test", None)):
+        ds = open_split(petals, split)
+        assert ds.labeled is (counts is not None)
+        loader = create_loader(ds, 128, num_workers=2)
+        labels, n = [], 0
+        for images, targets in loader:
+            assert images.dtype == torch.uint8 and images.shape[1:] == (3, 192, 192)
+            assert images.float().std() > 10   # real pictures, not blank
+            n += len(images)
+            if counts:
+                labels += targets.tolist()
+            else:
+                assert all(re.fullmatch(r"[0-9a-f]{9}", t) for t in targets)
+                seen_ids.update(targets)
+        assert n == sum(counts.values()) if counts else n == 503
+        if counts:
+            assert dict(zip(*np.unique(labels, return_counts=True))) == counts
+    assert len(seen_ids) == 503
+
+
+def _write(path, records):
+    with tfrecord.TFRecordWriter(str(path)) as w:
+        for r in records:
+            w.write(example.encode(r))
+    return str(path)
+
+
+def _jpeg(petals, i=0):
+    return open_split(petals, "val").read(i)["image"]
+
+
+def test_corrupt_jpeg_names_file_record_and_id(tmp_path, petals):
+    good = _jpeg(petals)
+    path = _write(tmp_path / "bad.tfrec", [{"image": good, "class": 48, "id": "aaaaaaaaa"},
+                                           {"image": good[: len(good) // 3], "class": 48, "id": "bbbbbbbbb"}])
+    ds = TFRecordImages([path])
+    assert ds[0][1] == 48
+    with pytest.raises(DataError, match=r"bad.tfrec at byte offset \d+: record 1, id bbbbbbbbb: corrupt image"):
+        ds[1]
+
+
+def test_missing_or_wrong_features(tmp_path, petals):
+    path = _write(tmp_path / "x.tfrec", [{"image": _jpeg(petals), "label": 3, "id": "ccccccccc"}])
+    with pytest.raises(DataError, match=r"x.tfrec at byte offset 0: record 0: feature 'class' is missing"):
+        TFRecordImages([path], labeled=True)[0]
+    ds = TFRecordImages([path], label_key="label")
+    assert ds.labeled and ds[0][1] == 3
+    path = _write(tmp_path / "y.tfrec", [{"image": _jpeg(petals), "class": "48", "id": "d"}])
+    with pytest.raises(DataError, match="feature 'class' is bytes_list, expected int64_list"):
+        TFRecordImages([path], labeled=True)[0]
+
+
+def test_image_size_checked_against_images(tmp_path, petals):
+    path = _write(tmp_path / "00-224x224-1.tfrec", [{"image": _jpeg(petals), "class": 48, "id": "e"}])
+    src = discover(str(tmp_path))
+    assert src.image_size == 224
+    with pytest.raises(DataError, match="image is 192x192, expected 224x224"):
+        TFRecordImages(src.split(src.root.rsplit("/", 1)[-1]), image_size=src.image_size)[0]
+    del path
+
+
+def test_record_count_in_file_name_checked(tmp_path, petals):
+    path = _write(tmp_path / "00-192x192-3.tfrec", [{"image": _jpeg(petals), "class": 48, "id": "f"}] * 2)
+    with pytest.raises(DataError, match="00-192x192-3.tfrec: file name says 3 records, the file holds 2"):
+        TFRecordImages([path])
+
+
+def test_two_ranks_two_workers_disjoint_and_covering(petals):
+    ds = open_split(petals, "val")   # 773 records: does not divide by 2
+    _, all_ids = ds.metadata()
+    unlabeled = TFRecordImages(ds.paths, labeled=False)
+    shards = []
+    for rank in range(2):
+        loader = create_loader(unlabeled, 64, rank=rank, world_size=2, num_workers=2, shuffle=True, seed=3)
+        loader.sampler.set_epoch(1)
+        shards.append([i for _, ids in loader for i in ids])
+    assert not set(shards[0]) & set(shards[1])
+    assert sorted(shards[0] + shards[1]) == sorted(all_ids)
+    assert len(shards[0]) == 387 and len(shards[1]) == 386
+
+
+def test_shard_sampler_shuffle_pad_and_resume():
+    s = ShardSampler(10, rank=1, world_size=3, shuffle=True, seed=0, pad=True)
+    s.set_epoch(0)
+    epoch0 = list(s)
+    assert len(epoch0) == len(s) == 4
+    s.set_epoch(1)
+    assert list(s) != epoch0
+    s.set_epoch(0, start=2)
+    assert list(s) == epoch0[2:] and len(s) == 2
+    full = [i for r in range(3) for i in ShardSampler(10, rank=r, world_size=3, pad=True)]
+    assert len(full) == 12 and set(full) == set(range(10))
+    dropped = [i for r in range(3) for i in ShardSampler(10, rank=r, world_size=3, drop_last=True)]
+    assert len(dropped) == len(set(dropped)) == 9
+
+
+def test_loader_is_deterministic_per_seed(petals):
+    from torchvision.transforms import v2
+    ds = open_split(petals, "val", transform=v2.RandomHorizontalFlip())
+
+    def first_batch(seed):
+        loader = create_loader(ds, 16, shuffle=True, seed=seed, num_workers=2)
+        return next(iter(loader))
+    a, b, c = first_batch(1), first_batch(1), first_batch(2)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[1], c[1])
+
+
+def test_fsspec_urls_memory_and_file(petals):
+    fsspec = pytest.importorskip("fsspec")
+    mem = fsspec.filesystem("memory")
+    for name in os.listdir(os.path.join(PETALS_192, "val")):
+        with open(os.path.join(PETALS_192, "val", name), "rb") as src:
+            mem.pipe(f"/bucket/tfrecords-jpeg-192x192/val/{name}", src.read())
+    remote = open_split("memory://bucket", "val")
+    local = open_split(petals, "val")
+    assert remote.image_size == 192 and len(remote) == len(local) == 773
+    for i in (0, 400, 772):
+        assert torch.equal(remote[i][0], local[i][0]) and remote[i][1] == local[i][1]
+    glob_ds = open_split("memory://bucket/tfrecords-jpeg-192x192/val/*.tfrec")
+    assert len(glob_ds) == 773
+    by_file_url = open_split("file://" + os.path.join(PETALS_192, "val"))
+    assert len(by_file_url) == 773 and torch.equal(by_file_url[5][0], local[5][0])
+    mem.rm("/bucket", recursive=True)
