@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_image
 
-from petalnet.data import example, files
-from petalnet.data.discovery import count_from_name
+from petalnet.data import example
+from petalnet.data.discovery import count_from_name, discover
 from petalnet.data.tfrecord import RecordReader, load_index
 from petalnet.errors import DataError, ExampleError
 
@@ -136,7 +136,6 @@ class TFRecordImages(torch.utils.data.Dataset):
 
 def open_split(data, split: str | None = None, *, image_size: int | None = None, **kwargs) -> TFRecordImages:
     """Dataset of one split of DATA (any layout ``discover`` takes). ``split=None`` takes the only one."""
-    from petalnet.data.discovery import discover
     src = discover(data, image_size)
     if split is None:
         if len(src.splits) != 1:
@@ -144,5 +143,3 @@ def open_split(data, split: str | None = None, *, image_size: int | None = None,
         split = next(iter(src.splits))
     return TFRecordImages(src.split(split), image_size=src.image_size, **kwargs)
 
-
-__all__ = ["TFRecordImages", "open_split", "decode", "files"]

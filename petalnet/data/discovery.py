@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob as _glob
+import os
 import re
 
 from petalnet.data import files
@@ -105,7 +106,7 @@ def discover(data: str | list[str], image_size: int | None = None) -> DataSource
 
 
 def _parent(path: str) -> str:
-    return path.rstrip("/").rsplit("/", 1)[0] if files.is_url(path) else __import__("os").path.dirname(path)
+    return path.rstrip("/").rsplit("/", 1)[0] if files.is_url(path) else os.path.dirname(path)
 
 
 def _expand_one(pattern: str) -> list[str]:

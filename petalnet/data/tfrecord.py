@@ -13,6 +13,7 @@ import json
 import os
 import struct
 import warnings
+from collections.abc import Iterator
 
 import crc32c
 import numpy as np
@@ -203,7 +204,7 @@ class RecordReader:
             yield self.read(i)
 
 
-def iter_records(path: str) -> "Iterator[bytes]":
+def iter_records(path: str) -> Iterator[bytes]:
     """Every payload of a file in order, each checked, without an index (one sequential pass)."""
     size, _ = files.fingerprint(path)
     if size == 0:

@@ -85,18 +85,34 @@ def test_record_count_in_file_name_checked(tmp_path, petals):
         TFRecordImages([path])
 
 
+class _WhoReads(TFRecordImages):
+    """Tags each record id with the DataLoader worker that read it."""
+
+    def __getitem__(self, i):
+        info = torch.utils.data.get_worker_info()
+        return self.read(i, self.meta_spec)[self.id_key].decode(), (info.id if info else -1)
+
+
+def _collate_ids(batch):
+    return batch
+
+
 def test_two_ranks_two_workers_disjoint_and_covering(petals):
     ds = open_split(petals, "val")   # 773 records: does not divide by 2
     _, all_ids = ds.metadata()
-    unlabeled = TFRecordImages(ds.paths, labeled=False)
-    shards = []
+    tagged = _WhoReads(ds.paths, labeled=False)
+    by_reader = {}
     for rank in range(2):
-        loader = create_loader(unlabeled, 64, rank=rank, world_size=2, num_workers=2, shuffle=True, seed=3)
+        loader = create_loader(tagged, 64, rank=rank, world_size=2, num_workers=2, shuffle=True, seed=3)
+        loader.collate_fn = _collate_ids
         loader.sampler.set_epoch(1)
-        shards.append([i for _, ids in loader for i in ids])
-    assert not set(shards[0]) & set(shards[1])
-    assert sorted(shards[0] + shards[1]) == sorted(all_ids)
-    assert len(shards[0]) == 387 and len(shards[1]) == 386
+        for batch in loader:
+            for rid, worker in batch:
+                by_reader.setdefault((rank, worker), []).append(rid)
+    assert sorted(by_reader) == [(0, 0), (0, 1), (1, 0), (1, 1)]   # every rank x worker did some reading
+    seen = [rid for ids in by_reader.values() for rid in ids]
+    assert len(seen) == len(set(seen)) == 773 and sorted(seen) == sorted(all_ids)
+    assert sum(len(by_reader[0, w]) for w in (0, 1)) == 387
 
 
 def test_shard_sampler_shuffle_pad_and_resume():

@@ -1,6 +1,4 @@
-import glob
 import os
-import struct
 
 import pytest
 from hypothesis import HealthCheck, given, settings
