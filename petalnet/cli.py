@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     except PetalnetError as e:
         print(f"petalnet: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:   # permissions, full disk, missing folders: the OS names the file
+        print(f"petalnet: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("petalnet: interrupted", file=sys.stderr)
         return 130

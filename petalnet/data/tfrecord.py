@@ -141,7 +141,10 @@ def load_index(path: str, *, skip_bad: bool = False, use_cache: bool = True) -> 
     """The record index of ``path``, from the on-disk cache when the file has not changed since."""
     path = str(path)
     size, version = files.fingerprint(path)
-    cache = _cache_file(path, skip_bad)
+    try:
+        cache = _cache_file(path, skip_bad)
+    except OSError:
+        use_cache = False
     if use_cache:
         try:
             with open(cache) as fh:
@@ -156,12 +159,15 @@ def load_index(path: str, *, skip_bad: bool = False, use_cache: bool = True) -> 
     index = scan(path, skip_bad=skip_bad)
     _warn_skipped(index)
     if use_cache:
-        tmp = f"{cache}.{os.getpid()}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"format": _INDEX_VERSION, "path": path, "size": index.size, "version": index.version,
-                       "offsets": index.offsets.tolist(), "lengths": index.lengths.tolist(),
-                       "problems": index.problems, "verified": index.verified}, fh)
-        os.replace(tmp, cache)
+        try:   # the cache is an optimisation: a read-only cache folder must not stop reading
+            tmp = f"{cache}.{os.getpid()}.tmp"
+            with open(tmp, "w") as fh:
+                json.dump({"format": _INDEX_VERSION, "path": path, "size": index.size, "version": index.version,
+                           "offsets": index.offsets.tolist(), "lengths": index.lengths.tolist(),
+                           "problems": index.problems, "verified": index.verified}, fh)
+            os.replace(tmp, cache)
+        except OSError:
+            pass
     return index
 
 

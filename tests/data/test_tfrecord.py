@@ -166,3 +166,10 @@ def test_damaged_valid_files_only_raise_petalnet_errors(tmp_path, records, cut, 
                 pass
     except PetalnetError:
         pass
+
+
+def test_unwritable_cache_does_not_stop_reading(val_copy, tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("PETALNET_CACHE", str(blocker))
+    assert len(tfrecord.load_index(val_copy)) == 261
