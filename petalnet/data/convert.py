@@ -111,5 +111,4 @@ def convert(image_dir: str, out: str, size: int, *, val_fraction: float = 0.2, s
                 jpegs = progress(jpegs, total=len(group), desc=split)
             records = [{"image": jpeg, "class": label, "id": ids[rel]} for (rel, label), jpeg in zip(group, jpegs)]
             written[split] = layout.write(split, records, shard_size)
-    final = layout.final
-    return {split: [p.replace(layout.tmp, final) for p in paths] for split, paths in written.items()}
+    return written

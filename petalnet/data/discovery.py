@@ -69,8 +69,7 @@ def discover(data: str | list[str], image_size: int | None = None) -> DataSource
         if len(data) == 1:
             return discover(data[0], image_size)
         paths = [p for d in data for p in _expand_one(str(d))]
-        name = files.basename(paths[0].rsplit("/", 2)[-2]) if paths else "data"
-        return _single(", ".join(map(str, data)), {name: paths})
+        return _single(", ".join(map(str, data)), {files.basename(_parent(paths[0])): paths})
     data = str(data)
     if _glob.has_magic(data) or (files.exists(data) and not files.isdir(data)):
         paths = _expand_one(data)

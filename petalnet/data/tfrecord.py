@@ -109,24 +109,27 @@ def scan(path: str, *, skip_bad: bool = False, verify: bool = False) -> RecordIn
         while pos < size:
             try:
                 length = _check_header(f.read(pos, HEADER), path, pos, size)
-                if verify:
-                    check_record(f.read(pos, HEADER + length + FOOTER), path, pos)
             except RecordError as err:
                 if not skip_bad:
                     raise
-                problems.append(str(err))
-                if "payload checksum" in err.what:
-                    pos += HEADER + length + FOOTER
-                    continue
+                # the length is unknown, so the next record is found by searching for a valid header
                 nxt = _resync(f, path, pos, size)
+                problems.append(str(err) + (f" (resumed at byte offset {nxt})" if nxt is not None else ""))
                 if nxt is None:
                     break
-                problems[-1] += f" (resumed at byte offset {nxt})"
                 pos = nxt
                 continue
-            offsets.append(pos)
-            lengths.append(length)
-            pos += HEADER + length + FOOTER
+            end = pos + HEADER + length + FOOTER
+            try:
+                if verify:
+                    check_record(f.read(pos, end - pos), path, pos)
+                offsets.append(pos)
+                lengths.append(length)
+            except RecordError as err:
+                if not skip_bad:
+                    raise
+                problems.append(str(err))   # the header was good: the next record starts at `end`
+            pos = end
     return RecordIndex(path, size, version, np.asarray(offsets, np.int64), np.asarray(lengths, np.int64),
                        problems, verify)
 

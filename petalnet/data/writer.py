@@ -54,7 +54,9 @@ class LayoutWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def write(self, split: str, records: list[dict], shard_size: int = 512) -> list[str]:
-        return write_split(os.path.join(self.tmp, split), self.size, records, shard_size)
+        """Write one split; returns the paths the files will have once the layout is in place."""
+        written = write_split(os.path.join(self.tmp, split), self.size, records, shard_size)
+        return [os.path.join(self.final, split, os.path.basename(p)) for p in written]
 
     def __enter__(self):
         return self
