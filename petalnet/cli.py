@@ -102,6 +102,80 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _train_args(p: argparse.ArgumentParser) -> None:
+    from petalnet.train import TrainConfig
+    d = TrainConfig()
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=d.model, help=f"any timm model name (default: {d.model}); vgg16 gets the "
+                   "tutorial's head: conv base, global average pooling, one dense layer")
+    g.add_argument("--no-pretrained", dest="pretrained", action="store_false",
+                   help="random init (default: ImageNet weights from timm's hub, or a packaged offline copy)")
+    g.add_argument("--weights", metavar="FILE", help="initial weights: state dict, .safetensors or checkpoint "
+                   "(lukemelas EfficientNet naming is remapped)")
+    g.add_argument("--num-classes", type=int, default=d.num_classes, help="head outputs (default: 104)")
+    g.add_argument("--freeze-backbone", action="store_true", help="train the head only (the tutorial's recipe)")
+    g.add_argument("--freeze-epochs", type=int, default=0, metavar="K", help="train the head for K epochs, then all")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--image-size", type=int, help="train/eval size, resized on the device (default: the data's)")
+    g.add_argument("--epochs", type=int, default=d.epochs, help=f"(default: {d.epochs})")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"per device (default: {d.batch_size}); "
+                   "the global batch is this x devices x nodes")
+    g.add_argument("--lr", type=float, help="peak learning rate, used as given; default: 1e-3 (cosine) or 5e-5 "
+                   "(competition) x replicas, the tutorial's LR_MAX = 5e-5 * replicas rule")
+    g.add_argument("--lr-schedule", default=d.lr_schedule, choices=["cosine", "competition", "constant"])
+    g.add_argument("--warmup-epochs", type=float, help="cosine warm-up / competition ramp-up (default: 1 / 5)")
+    g.add_argument("--lr-start", type=float, default=d.lr_start, help="LR_START (default: 1e-5)")
+    g.add_argument("--min-lr", type=float, default=d.min_lr, help="LR_MIN / cosine floor (default: 1e-5)")
+    g.add_argument("--sustain-epochs", type=float, default=d.sustain_epochs, help="competition (default: 0)")
+    g.add_argument("--lr-decay", type=float, default=d.lr_decay, help="competition LR_EXP_DECAY (default: 0.8)")
+    g.add_argument("--optimizer", default=d.optimizer, choices=["adamw", "adam", "sgd"])
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="(default: 0.1)")
+    g.add_argument("--no-flip", dest="flip", action="store_false", help="no random horizontal flips")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (reproducible, slower)")
+    g = p.add_argument_group("hardware")
+    g.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda", "tpu", "mps"])
+    g.add_argument("--devices", type=int, default=1, help="processes on this machine; >1 runs DDP (default: 1)")
+    g.add_argument("--num-nodes", type=int, default=1, help="machines (under torchrun or SLURM)")
+    g.add_argument("--precision", default="auto", choices=["auto", "32", "bf16-mixed", "16-mixed"],
+                   help="auto: bf16 autocast where the CPU/GPU supports it, else 32")
+    g.add_argument("--workers", type=int, default=2, help="DataLoader workers per device (default: 2)")
+    g.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)
+
+
+def cmd_train(args) -> int:
+    import dataclasses
+
+    from petalnet.train import Stop, TrainConfig, train
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    try:
+        summary = train(cfg, resume=args.resume)
+    except Stop as e:
+        print(f"petalnet: {e}; continue with: petalnet train --resume {args.resume or args.out}", file=sys.stderr)
+        return 130
+    if summary.get("best_val_macro_f1") is not None:
+        print(f"best val macro-F1 {summary['best_val_macro_f1']:.4f} (accuracy {summary['best_val_accuracy']:.4f}) "
+              f"at epoch {summary['best_epoch']}; run folder: {args.resume or args.out}")
+    return 0
+
+
+def cmd_schedule(args) -> int:
+    from petalnet.plots import plot_schedule
+    from petalnet.train import TrainConfig, _lr_schedule
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
+                      lr_start=args.lr_start, min_lr=args.min_lr, sustain_epochs=args.sustain_epochs,
+                      lr_decay=args.lr_decay)
+    schedule = _lr_schedule(cfg, args.replicas)
+    for e in range(args.epochs + 1):
+        print(f"epoch {e:>3}: lr {schedule(e):.3e}")
+    if args.plot:
+        plot_schedule(schedule, args.steps_per_epoch, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="petalnet", description=__doc__.splitlines()[0] if __doc__ else None,
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,6 +215,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing OUT/tfrecords-jpeg-SxS")
     p.set_defaults(func=cmd_convert)
 
+    p = sub.add_parser("train", help="transfer learning on competition TFRecords, on any accelerator",
+                       description="Fine-tune an ImageNet backbone with a new head. Writes RUN_DIR with config.json, "
+                                   "history.jsonl, summary.json, checkpoints/{last,best}.pt, curves.png, lr.png.")
+    p.add_argument("--data", help="DATA in any layout `petalnet inspect` takes, with train (and val) splits")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder to create")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="replace an existing RUN_DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, one line per epoch")
+    _train_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("schedule", help="print and plot a learning-rate schedule before training")
+    p.add_argument("--lr-schedule", default="competition", choices=["cosine", "competition", "constant"])
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--lr", type=float, help="peak (default: the recipe's base x replicas)")
+    p.add_argument("--replicas", type=int, default=1, help="devices x nodes (default: 1)")
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--lr-start", type=float, default=1e-5)
+    p.add_argument("--min-lr", type=float, default=1e-5)
+    p.add_argument("--sustain-epochs", type=float, default=0)
+    p.add_argument("--lr-decay", type=float, default=0.8)
+    p.add_argument("--steps-per-epoch", type=int, default=100, help="resolution of the plot")
+    p.add_argument("--plot", metavar="FILE.png")
+    p.set_defaults(func=cmd_schedule)
+
     p = sub.add_parser("classes", help="list the 104 competition class names with their indices")
     p.set_defaults(func=cmd_classes)
     return parser
@@ -150,7 +249,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("default")
             warnings.showwarning = lambda msg, *a, **k: print(f"petalnet: warning: {msg}", file=sys.stderr)
             return args.func(args)
     except PetalnetError as e:

@@ -48,3 +48,36 @@ def image_grid(images, titles: list[str], path: str, *, colors: list[str] | None
         fig.suptitle(suptitle)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_history(history: list[dict], path: str, title: str | None = None) -> str:
+    """Loss, accuracy and macro-F1 per epoch, train and validation."""
+    epochs = [h["epoch"] for h in history]
+    panels = [("loss", "train_loss", "val_loss"), ("accuracy", "train_accuracy", "val_accuracy"),
+              ("macro-F1", None, "val_macro_f1")]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), dpi=100)
+    for ax, (name, train_key, val_key) in zip(axes, panels):
+        for key, label in ((train_key, "train"), (val_key, "val")):
+            if key and all(key in h for h in history):
+                ax.plot(epochs, [h[key] for h in history], marker="o", label=label)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_schedule(schedule, steps_per_epoch: int, path: str) -> str:
+    """The learning rate at every step of a run."""
+    xs, ys = schedule.curve(steps_per_epoch)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.plot(xs, ys)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"{schedule.name}: peak {schedule.peak:g}, {schedule.epochs} epochs")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -53,11 +53,14 @@ class ShardSampler(Sampler[int]):
 
 
 def fast_collate(batch):
-    """uint8 image batch (B, C, H, W) plus int64 labels, or a list of ids for unlabelled data."""
+    """uint8 image batch (B, C, H, W) plus int64 labels (or a list of ids for unlabelled data),
+    plus int64 sample indices when the items carry them (``WithIndex``)."""
     images = torch.stack([b[0] for b in batch])
     targets = [b[1] for b in batch]
     if isinstance(targets[0], int):
         targets = torch.tensor(targets, dtype=torch.int64)
+    if len(batch[0]) == 3:
+        return images, targets, torch.tensor([b[2] for b in batch], dtype=torch.int64)
     return images, targets
 
 
@@ -71,3 +74,16 @@ def create_loader(dataset, batch_size: int, *, shuffle: bool = False, rank: int 
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=fast_collate, pin_memory=pin_memory, drop_last=drop_last,
                       generator=torch.Generator().manual_seed(seed), **kwargs)
+
+
+class WithIndex(torch.utils.data.Dataset):
+    """Adds each sample's dataset index, so augmentation can be a function of the sample, not of the worker."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return (*self.dataset[i], i)

@@ -1,0 +1,70 @@
+"""Lightning Fabric set-up: accelerator, devices, nodes, precision, and moving uint8 batches onto the device."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from petalnet.errors import PetalnetError
+
+try:   # the `lightning` package bundles Fabric; `lightning-fabric` is the standalone one
+    from lightning.fabric import Fabric
+except ImportError:  # pragma: no cover - whichever is installed
+    from lightning_fabric import Fabric
+
+PRECISIONS = {"32": "32-true", "32-true": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed",
+              "bf16": "bf16-mixed", "16": "16-mixed"}
+
+
+def cpu_supports_bf16() -> bool:
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """'auto': bf16 autocast where the hardware runs it fast (recent GPUs, CPUs with AVX512-BF16/AMX), else 32."""
+    if precision != "auto":
+        if precision not in PRECISIONS:
+            raise PetalnetError(f"--precision {precision}: choose auto, 32, bf16-mixed or 16-mixed")
+        return PRECISIONS[precision]
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if gpu:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if accelerator == "tpu":
+        return "bf16-mixed"
+    return "bf16-mixed" if cpu_supports_bf16() else "32-true"
+
+
+def make_fabric(accelerator: str = "auto", devices: int | str = 1, num_nodes: int = 1,
+                precision: str = "auto") -> Fabric:
+    multi = num_nodes > 1 or (devices not in (1, "1", "auto"))
+    return Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                  precision=resolve_precision(precision, accelerator), strategy="ddp" if multi else "auto")
+
+
+def flip_mask(indices: torch.Tensor, epoch: int, seed: int) -> torch.Tensor:
+    """A coin per (sample, epoch, seed), the same whichever rank, worker or step sees the sample, so
+    runs on 1 or N devices, and runs resumed mid-epoch, augment identically."""
+    h = (indices.long() * 0x9E3779B1 + epoch * 0x85EBCA77 + seed * 0xC2B2AE3D) & 0xFFFFFFFF
+    h = ((h ^ (h >> 15)) * 0x2C1B3C6D) & 0xFFFFFFFF
+    return ((h ^ (h >> 12)) >> 7) & 1 == 1
+
+
+class DevicePreprocess:
+    """uint8 NCHW batch on the host -> normalised float batch on the device (timm's PrefetchLoader idea):
+    the copy is a quarter of float32's, and resize, flip and normalise run on the accelerator."""
+
+    def __init__(self, device: torch.device, mean, std, image_size: int, channels_last: bool = True):
+        self.device, self.size, self.channels_last = device, image_size, channels_last
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+
+    def __call__(self, images: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
+        x = images.to(self.device, non_blocking=True).float()
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        if flip is not None:
+            x = torch.where(flip.to(self.device).view(-1, 1, 1, 1), x.flip(-1), x)
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

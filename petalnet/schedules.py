@@ -1,0 +1,50 @@
+"""Learning-rate schedules, evaluated per optimizer step at a fractional epoch.
+
+``competition`` is the tutorial's ``lrfn(epoch)``: linear ramp from LR_START to LR_MAX over
+ramp-up epochs, LR_MAX for the sustain epochs, then exponential decay towards LR_MIN.
+``cosine`` is a linear warm-up to the peak, then half a cosine down to ``min_lr``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from petalnet.errors import PetalnetError
+
+SCHEDULES = ("competition", "cosine", "constant")
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    name: str
+    peak: float                  # LR_MAX
+    epochs: int
+    start: float = 1e-5          # LR_START (competition) / warm-up start (cosine)
+    min_lr: float = 1e-5         # LR_MIN
+    rampup_epochs: float = 5     # competition ramp-up; cosine warm-up
+    sustain_epochs: float = 0
+    decay: float = 0.8           # LR_EXP_DECAY
+
+    def __post_init__(self):
+        if self.name not in SCHEDULES:
+            raise PetalnetError(f"unknown LR schedule {self.name!r}: choose one of {', '.join(SCHEDULES)}")
+
+    def __call__(self, epoch: float) -> float:
+        """LR at a (fractional) epoch: step / steps_per_epoch."""
+        if self.name == "constant":
+            return self.peak
+        if epoch < self.rampup_epochs:
+            return (self.peak - self.start) / self.rampup_epochs * epoch + self.start
+        if self.name == "competition":
+            if epoch < self.rampup_epochs + self.sustain_epochs:
+                return self.peak
+            return (self.peak - self.min_lr) * self.decay ** (epoch - self.rampup_epochs - self.sustain_epochs) \
+                + self.min_lr
+        span = max(self.epochs - self.rampup_epochs, 1e-9)
+        t = min((epoch - self.rampup_epochs) / span, 1.0)
+        return self.min_lr + (self.peak - self.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
+
+    def curve(self, steps_per_epoch: int) -> tuple[list[float], list[float]]:
+        """(fractional epochs, LR) at every step of the run, for plots."""
+        xs = [s / steps_per_epoch for s in range(self.epochs * steps_per_epoch + 1)]
+        return xs, [self(x) for x in xs]

@@ -1,0 +1,391 @@
+"""``petalnet train``: transfer learning on competition TFRecords with Lightning Fabric.
+
+The loop, top to bottom: build data and model, then per epoch set the sampler, step through the
+batches (LR per step, uint8 batch -> device -> preprocess -> forward -> backward -> step), evaluate,
+write history, plots and checkpoints. A SIGTERM/SIGINT stops at the next step boundary after saving
+``last`` with the position inside the epoch; ``--resume`` continues from there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from petalnet import checkpoint, metrics
+from petalnet.accel import DevicePreprocess, flip_mask, make_fabric
+from petalnet.classes import NUM_CLASSES
+from petalnet.data.dataset import TFRecordImages
+from petalnet.data.discovery import discover
+from petalnet.data.loader import WithIndex, create_loader
+from petalnet.errors import PetalnetError
+from petalnet.models import create_model, normalization, set_backbone_frozen, train_mode
+from petalnet.schedules import Schedule
+
+# Peak LR per replica when --lr is not given; the peak is this times the number of replicas
+# (devices x nodes), the tutorial's rule (LR_MAX = 5e-5 * replicas, batch 16 * replicas).
+BASE_LR = {"competition": 5e-5, "cosine": 1e-3, "constant": 1e-3}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data: str | None = None
+    out: str | None = None
+    model: str = "tf_efficientnet_lite0"
+    image_size: int | None = None          # default: the data's size
+    epochs: int = 8
+    batch_size: int = 32                   # per device
+    lr: float | None = None                # peak; None: BASE_LR[schedule] x replicas
+    lr_schedule: str = "cosine"
+    warmup_epochs: float | None = None     # cosine warm-up / competition ramp-up (default 1 / 5)
+    lr_start: float = 1e-5
+    min_lr: float = 1e-5
+    sustain_epochs: float = 0
+    lr_decay: float = 0.8
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.1
+    freeze_backbone: bool = False
+    freeze_epochs: int = 0
+    pretrained: bool = True
+    weights: str | None = None
+    num_classes: int = NUM_CLASSES
+    flip: bool = True
+    seed: int = 0
+    deterministic: bool = False
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    precision: str = "auto"
+    workers: int = 2
+    train_split: str = "train"
+    val_split: str = "val"
+    quiet: bool = False
+    force: bool = False
+    max_steps: int | None = None           # stop after this many steps (benchmarks, smoke tests)
+
+
+class Stop(Exception):
+    """Raised inside the loop after a signal, once ``last`` holds the position."""
+
+
+def _lr_schedule(cfg: TrainConfig, replicas: int) -> Schedule:
+    peak = cfg.lr if cfg.lr is not None else BASE_LR.get(cfg.lr_schedule, 1e-3) * replicas
+    warm = cfg.warmup_epochs if cfg.warmup_epochs is not None else (5 if cfg.lr_schedule == "competition" else 1)
+    return Schedule(cfg.lr_schedule, peak, cfg.epochs, start=cfg.lr_start, min_lr=min(cfg.min_lr, peak),
+                    rampup_epochs=warm, sustain_epochs=cfg.sustain_epochs, decay=cfg.lr_decay)
+
+
+def _optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = list(model.parameters())
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=0.0, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=0.0)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=0.0, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    raise PetalnetError(f"--optimizer {cfg.optimizer}: choose adamw, adam or sgd")
+
+
+def prepare_run_dir(cfg: TrainConfig) -> None:
+    """Refuse to overwrite a run unless --force (then the old one is removed first)."""
+    if os.path.exists(cfg.out) and (not os.path.isdir(cfg.out) or os.listdir(cfg.out)):
+        if not cfg.force:
+            raise PetalnetError(f"{cfg.out} already exists: pass --resume {cfg.out} to continue it, "
+                                "--force to replace it, or another --out")
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+class _Signals:
+    """Turns SIGTERM/SIGINT into a flag the loop checks at step boundaries."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:   # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def fit(cfg: TrainConfig, resume_state: dict | None = None) -> dict:
+    """Train in this process (under Fabric's launcher, torchrun or SLURM). Returns the summary."""
+    fabric = make_fabric(cfg.accelerator, cfg.devices, cfg.num_nodes, cfg.precision)
+    if fabric.global_rank == 0 and resume_state is None:
+        prepare_run_dir(cfg)
+    fabric.launch()
+    return _fit(fabric, cfg, resume_state)
+
+
+def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
+    rank0 = fabric.global_rank == 0
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    fabric.seed_everything(cfg.seed, verbose=False)
+
+    # data
+    src = discover(cfg.data)
+    train_ds = TFRecordImages(src.split(cfg.train_split), image_size=src.image_size, labeled=True)
+    val_ds = (TFRecordImages(src.split(cfg.val_split), image_size=src.image_size, labeled=True)
+              if cfg.val_split and cfg.val_split in src.splits else None)
+    data_size = src.image_size or train_ds.load(0)[0].shape[-1]
+    image_size = cfg.image_size or data_size
+    world = fabric.world_size
+    train_loader = create_loader(WithIndex(train_ds), cfg.batch_size, shuffle=True, rank=fabric.global_rank,
+                                 world_size=world, num_workers=cfg.workers, seed=cfg.seed, pad=True,
+                                 pin_memory=fabric.device.type == "cuda")
+    val_loader = val_ds and create_loader(val_ds, cfg.batch_size * 2, rank=fabric.global_rank, world_size=world,
+                                          num_workers=cfg.workers, pin_memory=fabric.device.type == "cuda")
+
+    # model
+    model, source = create_model(cfg.model, cfg.num_classes, pretrained=cfg.pretrained, weights=cfg.weights)
+    mean, std = normalization(model)
+    frozen = cfg.freeze_backbone or cfg.freeze_epochs > 0
+    set_backbone_frozen(model, frozen)
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = _optimizer(cfg, model)
+    start_epoch, start_step, history, best, acc = 0, 0, [], None, None
+    if resume:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        start_epoch, start_step, history = resume["epoch"], resume["step"], resume["history"]
+        best, acc = resume["best"], resume["accumulators"]
+    module = model
+    model = fabric.setup_module(model)
+    optimizer = fabric.setup_optimizers(optimizer)
+    if resume:
+        _set_rng_state(resume["rng"])
+    prep = DevicePreprocess(fabric.device, mean, std, image_size)
+    steps_per_epoch = len(train_loader)
+    schedule = _lr_schedule(cfg, world)
+    meta = {"model": cfg.model, "num_classes": cfg.num_classes, "image_size": image_size, "mean": mean,
+            "std": std, "weights_source": source, "config": dataclasses.asdict(cfg)}
+
+    if rank0:
+        os.makedirs(os.path.join(cfg.out, "checkpoints"), exist_ok=True)
+        checkpoint.write_json({**dataclasses.asdict(cfg), "resolved": {
+            "image_size": image_size, "data_image_size": data_size, "peak_lr": schedule.peak,
+            "warmup_epochs": schedule.rampup_epochs, "precision": str(fabric._precision.precision),
+            "world_size": world, "global_batch": cfg.batch_size * world, "weights": source,
+            "mean": mean, "std": std, "train_images": len(train_ds),
+            "val_images": len(val_ds) if val_ds else 0}}, os.path.join(cfg.out, "config.json"))
+        if not resume:
+            _say(cfg, f"{cfg.model} ({source}), {len(train_ds)} train / {len(val_ds) if val_ds else 0} val images "
+                      f"at {image_size}px, {world} x {fabric.device.type}, global batch {cfg.batch_size * world}, "
+                      f"peak LR {schedule.peak:g} ({cfg.lr_schedule}), precision {fabric._precision.precision}")
+
+    def save_last(epoch, step, accumulators):
+        if rank0:
+            checkpoint.save({**meta, "model": module.state_dict(), "optimizer": optimizer.state_dict(),
+                             "epoch": epoch, "step": step, "history": history, "best": best,
+                             "accumulators": accumulators, "rng": _rng_state()},
+                            os.path.join(cfg.out, "checkpoints", "last.pt"))
+        fabric.barrier()
+
+    total_steps = 0
+    train_seconds = sum(h["seconds"] for h in history)
+    with _Signals() as signals:
+        for epoch in range(start_epoch, cfg.epochs):
+            if frozen and not cfg.freeze_backbone and epoch >= cfg.freeze_epochs:
+                frozen = False
+                set_backbone_frozen(module, False)
+                model = fabric.setup_module(module)   # DDP must register the newly trainable parameters
+            train_mode(module)
+            step0 = start_step if epoch == start_epoch else 0
+            train_loader.sampler.set_epoch(epoch, start=step0 * cfg.batch_size)
+            loss_sum = torch.zeros((), device=fabric.device)
+            correct = torch.zeros((), dtype=torch.long, device=fabric.device)
+            seen, t0 = 0, time.perf_counter()
+            bar = _bar(cfg, rank0, steps_per_epoch, step0, epoch)
+            step = step0
+            for images, labels, indices in train_loader:
+                lr = schedule(epoch + step / steps_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x = prep(images, flip_mask(indices, epoch, cfg.seed) if cfg.flip else None)
+                y = labels.to(fabric.device, non_blocking=True)
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                fabric.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.argmax(1) == y).sum()
+                seen += len(y)
+                step += 1
+                total_steps += 1
+                if bar is not None:
+                    bar.update(1)
+                    if step % 10 == 0:
+                        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}",
+                                        img_s=f"{seen * world / (time.perf_counter() - t0):.0f}")
+                stop = _agree(fabric, signals.received is not None, step, world)
+                if stop or (cfg.max_steps and total_steps >= cfg.max_steps and step < steps_per_epoch):
+                    if not torch.isfinite(loss_sum):
+                        raise PetalnetError(_nan_message(cfg, epoch, step))
+                    save_last(epoch, step, _accumulate(fabric, acc, loss_sum, correct, seen, t0))
+                    if bar is not None:
+                        bar.close()
+                    if stop:
+                        raise Stop(f"stopped by signal at epoch {epoch + 1}, step {step}/{steps_per_epoch}")
+                    return {"stopped_at_step": step, "epoch": epoch}
+            if bar is not None:
+                bar.close()
+            part = _accumulate(fabric, acc if epoch == start_epoch else None, loss_sum, correct, seen, t0)
+            if not math.isfinite(part["loss"]):
+                raise PetalnetError(_nan_message(cfg, epoch, step))
+            row = {"epoch": epoch + 1, "lr": schedule(epoch + 1), "train_loss": part["loss"] / part["seen"],
+                   "train_accuracy": part["correct"] / part["seen"], "seconds": part["seconds"],
+                   "train_images_per_second": part["seen"] / max(part["seconds"], 1e-9)}
+            if val_loader:
+                row.update(evaluate(fabric, module, val_loader, prep, cfg.num_classes))
+            history.append(row)
+            train_seconds += part["seconds"]
+            improved = val_loader and (best is None or row["val_macro_f1"] > best["val_macro_f1"])
+            if improved or (not val_loader):
+                best = dict(row)
+            save_last(epoch + 1, 0, None)
+            if rank0:
+                if improved or not val_loader:
+                    checkpoint.save({**meta, "model": module.state_dict(), "epoch": epoch + 1, "metrics": row},
+                                    os.path.join(cfg.out, "checkpoints", "best.pt"))
+                checkpoint.write_lines(history, os.path.join(cfg.out, "history.jsonl"))
+                _say(cfg, _epoch_line(row, cfg.epochs))
+            if cfg.max_steps and total_steps >= cfg.max_steps:
+                break
+    summary = {"model": cfg.model, "image_size": image_size, "epochs": len(history), "best_epoch": best["epoch"],
+               "best_val_macro_f1": best.get("val_macro_f1"), "best_val_accuracy": best.get("val_accuracy"),
+               "final": history[-1], "train_seconds": train_seconds,
+               "train_images_per_second": sum(h["train_images_per_second"] * h["seconds"] for h in history)
+               / max(train_seconds, 1e-9), "world_size": world, "weights": source,
+               "parameters": sum(p.numel() for p in module.parameters())}
+    if rank0:
+        checkpoint.write_json(summary, os.path.join(cfg.out, "summary.json"))
+        from petalnet.plots import plot_history, plot_schedule
+        plot_history(history, os.path.join(cfg.out, "curves.png"), title=f"{cfg.model} at {image_size}px")
+        plot_schedule(schedule, steps_per_epoch, os.path.join(cfg.out, "lr.png"))
+    if world > 1:
+        print(f"[rank {fabric.global_rank}] final val_macro_f1={history[-1].get('val_macro_f1')} "
+              f"val_accuracy={history[-1].get('val_accuracy')} train_loss={history[-1]['train_loss']:.6f}",
+              file=sys.stderr, flush=True)
+    return summary
+
+
+def _agree(fabric, local_stop: bool, step: int, world: int) -> bool:
+    """Whether any rank got a stop signal; ranks compare every 10 steps so they stop at the same step."""
+    if world == 1:
+        return local_stop
+    if step % 10:
+        return False
+    flag = fabric.all_reduce(torch.tensor(float(local_stop), device=fabric.device), reduce_op="sum")
+    return bool(flag.item() > 0)
+
+
+def _accumulate(fabric, prev: dict | None, loss_sum, correct, seen: int, t0: float) -> dict:
+    """The epoch's totals so far, over all ranks, plus what was done before a resume (``prev`` holds
+    world totals already, so it is added once, after the reduction)."""
+    totals = torch.tensor([loss_sum.item(), correct.item(), seen], dtype=torch.float64, device=fabric.device)
+    if fabric.world_size > 1:
+        totals = fabric.all_reduce(totals, reduce_op="sum")
+    prev = prev or {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+    return {"loss": prev["loss"] + totals[0].item(), "correct": prev["correct"] + int(totals[1].item()),
+            "seen": prev["seen"] + int(totals[2].item()), "seconds": prev["seconds"] + time.perf_counter() - t0}
+
+
+@torch.no_grad()
+def evaluate(fabric, module, loader, prep, num_classes: int) -> dict:
+    """Validation loss, accuracy, macro-F1 over every record exactly once, summed across ranks."""
+    was_training = module.training
+    module.eval()
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=fabric.device)
+    loss = torch.zeros((), dtype=torch.float64, device=fabric.device)
+    for images, labels in loader:
+        y = labels.to(fabric.device)
+        with fabric.autocast():
+            logits = module(prep(images)).float()
+        loss += F.cross_entropy(logits, y, reduction="sum").double()
+        cm += metrics.confusion_matrix(y, logits.argmax(1), num_classes)
+    if fabric.world_size > 1:
+        cm = fabric.all_reduce(cm, reduce_op="sum")
+        loss = fabric.all_reduce(loss, reduce_op="sum")
+    module.train(was_training)
+    s = metrics.summary(cm)
+    n = cm.sum().item()
+    return {"val_loss": loss.item() / max(n, 1), "val_accuracy": s["accuracy"], "val_macro_f1": s["macro_f1"],
+            "val_images": n}
+
+
+def _nan_message(cfg, epoch, step) -> str:
+    return (f"training loss became NaN/inf at epoch {epoch + 1}, step {step}: stopped; the last good "
+            f"checkpoint is {os.path.join(cfg.out, 'checkpoints', 'last.pt')} (try a lower --lr)")
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    line = (f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}")
+    if "val_macro_f1" in row:
+        line += (f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} "
+                 f"macro-F1 {row['val_macro_f1']:.4f}")
+    return line + f" | lr {row['lr']:.2e} | {row['train_images_per_second']:.0f} img/s, {row['seconds']:.0f}s"
+
+
+def _say(cfg, line: str) -> None:
+    print(line, flush=True)
+
+
+def _bar(cfg, rank0, total, initial, epoch):
+    if not rank0 or cfg.quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, unit="step")
+
+
+def resume_state(run_dir: str) -> tuple[TrainConfig, dict]:
+    """The config and ``last`` checkpoint of a run, to continue it."""
+    path = os.path.join(run_dir, "checkpoints", "last.pt")
+    state = checkpoint.load(path)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in state["config"].items() if k in known})
+    cfg.out = run_dir
+    return cfg, state
+
+
+def train(cfg: TrainConfig, resume: str | None = None) -> dict:
+    """Entry point for the CLI and for Python: fresh run, or continue ``resume``."""
+    state = None
+    if resume:
+        cfg_saved, state = resume_state(resume)
+        cfg = dataclasses.replace(cfg_saved, quiet=cfg.quiet, workers=cfg.workers)
+    elif cfg.force and cfg.out and os.path.isdir(cfg.out) and not os.environ.get("LOCAL_RANK"):
+        shutil.rmtree(cfg.out)
+    if not cfg.data or not cfg.out:
+        raise PetalnetError("train needs --data and --out (or --resume RUN_DIR)")
+    return fit(cfg, state)
+
