@@ -81,13 +81,11 @@ def cmd_classes(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    """The main job on built-in data: generate drawn flowers, check them, train, leave a run folder."""
     from petalnet.data.discovery import discover
     from petalnet.data.summary import format_summary, open_splits, sample_grid, summarize, verify
     from petalnet.data.synthetic import synthetic_data
-    out = args.out
-    if os.path.exists(out) and os.listdir(out) and not args.force:
-        raise PetalnetError(f"{out} already exists: pass --force to overwrite it, or --out another folder")
-    os.makedirs(out, exist_ok=True)
+    from petalnet.train import TrainConfig, train
     root = synthetic_data(args.image_size, seed=args.seed)
     print(f"synthetic flowers: {root}")
     src = discover(root)
@@ -95,10 +93,13 @@ def cmd_demo(args) -> int:
     summary = summarize(src, datasets)
     verify(datasets, skip_bad=False)
     print(format_summary(src.root, summary))
-    grid = sample_grid(datasets["train"], os.path.join(out, "train_samples.png"), title="synthetic train")
-    with open(os.path.join(out, "data.json"), "w") as fh:
+    result = train(TrainConfig(data=root, out=args.out, epochs=args.epochs, seed=args.seed, force=args.force,
+                               quiet=args.quiet, workers=args.workers))
+    grid = sample_grid(datasets["train"], os.path.join(args.out, "train_samples.png"), title="synthetic train")
+    with open(os.path.join(args.out, "data.json"), "w") as fh:
         json.dump({"data": root, **summary}, fh, indent=1)
-    print(f"wrote {grid} and {os.path.join(out, 'data.json')}")
+    print(f"val macro-F1 {result['best_val_macro_f1']:.4f}, accuracy {result['best_val_accuracy']:.4f}; "
+          f"run folder {args.out}: summary.json, history.jsonl, curves.png, lr.png, checkpoints/, {os.path.basename(grid)}")
     return 0
 
 
@@ -113,8 +114,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", metavar="FILE", help="initial weights: state dict, .safetensors or checkpoint "
                    "(lukemelas EfficientNet naming is remapped)")
     g.add_argument("--num-classes", type=int, default=d.num_classes, help="head outputs (default: 104)")
-    g.add_argument("--freeze-backbone", action="store_true", help="train the head only (the tutorial's recipe)")
-    g.add_argument("--freeze-epochs", type=int, default=0, metavar="K", help="train the head for K epochs, then all")
+    g.add_argument("--freeze-backbone", action="store_true", default=True,
+                   help="train the head only: the tutorial's recipe and the default")
+    g.add_argument("--fine-tune", dest="freeze_backbone", action="store_false", help="train every layer")
+    g.add_argument("--freeze-epochs", type=int, default=0, metavar="K",
+                   help="train the head for K epochs, then every layer")
     g = p.add_argument_group("optimisation")
     g.add_argument("--image-size", type=int, help="train/eval size, resized on the device (default: the data's)")
     g.add_argument("--epochs", type=int, default=d.epochs, help=f"(default: {d.epochs})")
@@ -155,7 +159,7 @@ def cmd_train(args) -> int:
     except Stop as e:
         print(f"petalnet: {e}; continue with: petalnet train --resume {args.resume or args.out}", file=sys.stderr)
         return 130
-    if summary.get("best_val_macro_f1") is not None:
+    if summary.get("global_rank", 0) == 0 and summary.get("best_val_macro_f1") is not None:
         print(f"best val macro-F1 {summary['best_val_macro_f1']:.4f} (accuracy {summary['best_val_accuracy']:.4f}) "
               f"at epoch {summary['best_epoch']}; run folder: {args.resume or args.out}")
     return 0
@@ -182,11 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"petalnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("demo", help="generate the built-in synthetic flowers and show them (no download)")
+    p = sub.add_parser("demo", help="train on the built-in synthetic flowers (no download): the main job")
     p.add_argument("--out", default="petalnet-demo", help="run folder to write (default: petalnet-demo)")
     p.add_argument("--image-size", type=int, default=128, help="synthetic image size (default: 128)")
+    p.add_argument("--epochs", type=int, default=3, help="(default: 3)")
+    p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("inspect", help="count, check and picture a TFRecord dataset",

@@ -53,7 +53,7 @@ class TrainConfig:
     optimizer: str = "adamw"
     weight_decay: float = 0.01
     label_smoothing: float = 0.1
-    freeze_backbone: bool = False
+    freeze_backbone: bool = True           # the default recipe trains the head (see --fine-tune)
     freeze_epochs: int = 0
     pretrained: bool = True
     weights: str | None = None
@@ -214,14 +214,14 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
     train_seconds = sum(h["seconds"] for h in history)
     with _Signals() as signals:
         for epoch in range(start_epoch, cfg.epochs):
-            if frozen and not cfg.freeze_backbone and epoch >= cfg.freeze_epochs:
+            if frozen and cfg.freeze_epochs > 0 and epoch >= cfg.freeze_epochs:
                 frozen = False
                 set_backbone_frozen(module, False)
                 model = fabric.setup_module(module)   # DDP must register the newly trainable parameters
             train_mode(module)
             step0 = start_step if epoch == start_epoch else 0
             train_loader.sampler.set_epoch(epoch, start=step0 * cfg.batch_size)
-            loss_sum = torch.zeros((), device=fabric.device)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=fabric.device)
             correct = torch.zeros((), dtype=torch.long, device=fabric.device)
             seen, t0 = 0, time.perf_counter()
             bar = _bar(cfg, rank0, steps_per_epoch, step0, epoch)
@@ -237,7 +237,7 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
                 fabric.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                loss_sum += loss.detach() * len(y)
+                loss_sum += loss.detach().double() * len(y)
                 correct += (logits.argmax(1) == y).sum()
                 seen += len(y)
                 step += 1
@@ -296,7 +296,7 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
         print(f"[rank {fabric.global_rank}] final val_macro_f1={history[-1].get('val_macro_f1')} "
               f"val_accuracy={history[-1].get('val_accuracy')} train_loss={history[-1]['train_loss']:.6f}",
               file=sys.stderr, flush=True)
-    return summary
+    return {**summary, "global_rank": fabric.global_rank}
 
 
 def _agree(fabric, local_stop: bool, step: int, world: int) -> bool:

@@ -83,7 +83,7 @@ def _records(split: str, size: int, seed: int) -> list[dict]:
 
 def synthetic_data(size: int = 128, seed: int = 0, root: str | None = None) -> str:
     """Folder holding ``tfrecords-jpeg-SxS/{train,val,test}`` of drawn flowers, generated once."""
-    root = root or cache_dir("synthetic", f"v{VERSION}-seed{seed}")
+    root = root or cache_dir("synthetic", f"v{VERSION}-seed{seed}-{size}px")
     final = os.path.join(root, f"tfrecords-jpeg-{size}x{size}")
     if not os.path.isdir(final):
         with LayoutWriter(root, size, force=True) as layout:
