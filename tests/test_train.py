@@ -1,0 +1,220 @@
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+from petalnet.cli import main
+from petalnet.data.synthetic import synthetic_data
+from petalnet.errors import PetalnetError
+from petalnet.schedules import Schedule
+from petalnet.train import TrainConfig, train
+
+# fields of a history row that must repeat exactly; timings never do
+COMPARED = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1")
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    return synthetic_data(64, seed=0, root=str(tmp_path_factory.mktemp("syn")))
+
+
+def history(run):
+    with open(os.path.join(run, "history.jsonl")) as fh:
+        return [{k: row[k] for k in COMPARED} for row in map(json.loads, fh)]
+
+
+def _cli(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "petalnet", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_loss_falls_and_run_folder_is_complete(synthetic, tmp_path):
+    run = tmp_path / "run"
+    summary = train(TrainConfig(data=synthetic, out=str(run), epochs=2, precision="32", workers=0, quiet=True))
+    rows = history(run)
+    assert rows[1]["train_loss"] < rows[0]["train_loss"]
+    assert summary["best_val_macro_f1"] > 0.8
+    for name in ("config.json", "history.jsonl", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt",
+                 "curves.png", "lr.png"):
+        assert (run / name).is_file(), name
+    for png in ("curves.png", "lr.png"):
+        with Image.open(run / png) as img:
+            assert img.format == "PNG" and img.width > 400 and img.height > 250
+    s = json.loads((run / "summary.json").read_text())
+    for key in ("model", "image_size", "epochs", "best_epoch", "best_val_macro_f1", "best_val_accuracy",
+                "train_seconds", "train_images_per_second"):
+        assert key in s
+    assert s["image_size"] == 64 and s["epochs"] == 2
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["resolved"]["global_batch"] == 32 and cfg["resolved"]["peak_lr"] == pytest.approx(1e-3)
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
+    assert best["epoch"] == s["best_epoch"] and best["num_classes"] == 104
+
+
+def test_same_seed_same_metrics(synthetic, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        train(TrainConfig(data=synthetic, out=str(tmp_path / name), epochs=1, precision="32", workers=2,
+                          quiet=True, seed=7, deterministic=True))
+        runs.append(history(tmp_path / name))
+    assert runs[0] == runs[1]
+
+
+def test_existing_run_folder_is_not_overwritten(synthetic, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "keep.txt").write_text("precious")
+    args = ["train", "--data", synthetic, "--out", str(run), "--epochs", "1", "--quiet", "--workers", "0"]
+    assert main(args) == 1
+    assert "already exists: pass --resume" in capsys.readouterr().err
+    assert (run / "keep.txt").read_text() == "precious"
+    assert main(args + ["--force", "--max-steps", "2"]) == 0
+    assert not (run / "keep.txt").exists()
+
+
+def test_two_cpu_devices_match_one(synthetic, tmp_path):
+    common = ["--data", synthetic, "--epochs", "2", "--lr", "1e-3", "--precision", "32", "--quiet",
+              "--workers", "1", "--accelerator", "cpu", "--deterministic"]
+    one = _cli("train", "--out", tmp_path / "one", "--batch-size", 32, *common)
+    two = _cli("train", "--out", tmp_path / "two", "--batch-size", 16, "--devices", 2, *common)
+    for p in (one, two):
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    assert err.count("[rank ") == 2   # both DDP processes ran
+    a, b = history(tmp_path / "one"), history(tmp_path / "two")
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-6), k
+    cfg = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert cfg["resolved"]["world_size"] == 2 and cfg["resolved"]["global_batch"] == 32
+
+
+INTERRUPTED = ["--epochs", "3", "--fine-tune", "--lr", "3e-4", "--precision", "32", "--deterministic", "--quiet",
+               "--workers", "0", "--batch-size", "16", "--seed", "1"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(synthetic, tmp_path_factory):
+    run = tmp_path_factory.mktemp("ref") / "run"
+    p = _cli("train", "--data", synthetic, "--out", run, *INTERRUPTED)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-2000:]
+    return history(run)
+
+
+def _interrupt(synthetic, run, sig):
+    p = _cli("train", "--data", synthetic, "--out", run, *INTERRUPTED)
+    hist = os.path.join(run, "history.jsonl")
+    deadline = time.time() + 240
+    while not os.path.exists(hist) and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.5)   # into epoch 2 (an epoch takes about 4 s here)
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=120)
+    return p.returncode, err
+
+
+def _resume(run):
+    p = _cli("train", "--resume", run, "--quiet")
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-2000:]
+
+
+def test_sigkill_then_resume_matches_uninterrupted(synthetic, tmp_path, uninterrupted):
+    run = tmp_path / "run"
+    code, _ = _interrupt(synthetic, run, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert len(history(run)) < 3
+    assert not [f for f in os.listdir(run / "checkpoints") if f.endswith(".tmp")]
+    _resume(run)
+    _same(history(run), uninterrupted)
+
+
+def test_sigterm_saves_position_and_resume_matches(synthetic, tmp_path, uninterrupted):
+    run = tmp_path / "run"
+    code, err = _interrupt(synthetic, run, signal.SIGTERM)
+    assert code == 130 and "continue with: petalnet train --resume" in err and "Traceback" not in err
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    assert last["step"] > 0   # stopped inside an epoch, and saved where
+    _resume(run)
+    _same(history(run), uninterrupted)
+
+
+def _same(got, want):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        for k in COMPARED:
+            assert g[k] == pytest.approx(w[k], rel=1e-9, abs=1e-12), (g["epoch"], k)
+    return True
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_torchrun_nodes_on_loopback(synthetic, tmp_path):
+    port = _free_port()
+    procs = []
+    for node in (0, 1):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+               "--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", str(port),
+               "-m", "petalnet", "train", "--data", synthetic, "--out", str(tmp_path / "run"), "--epochs", "1",
+               "--num-nodes", "2", "--accelerator", "cpu", "--precision", "32", "--quiet", "--workers", "0"]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    finals = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+        finals += [line.split("] ", 1)[1] for line in err.splitlines() if line.startswith("[rank ")]
+    assert len(finals) == 2 and finals[0] == finals[1]
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["resolved"]["world_size"] == 2
+
+
+def test_competition_schedule_matches_tutorial_formula():
+    replicas = 8
+    start, peak, low, ramp, sustain, decay = 0.00001, 0.00005 * replicas, 0.00001, 5, 0, .8
+
+    def lrfn(epoch):   # the tutorial's function
+        if epoch < ramp:
+            return (peak - start) / ramp * epoch + start
+        elif epoch < ramp + sustain:
+            return peak
+        return (peak - low) * decay ** (epoch - ramp - sustain) + low
+    from petalnet.train import _lr_schedule
+    schedule = _lr_schedule(TrainConfig(lr_schedule="competition", epochs=12), replicas)
+    for epoch in (0, 1, 3, 5, 6, 9, 11):
+        assert schedule(epoch) == pytest.approx(lrfn(epoch), rel=1e-12)
+    cos = Schedule("cosine", 1e-3, 10, start=1e-5, min_lr=1e-5, rampup_epochs=1)
+    assert cos(0) == pytest.approx(1e-5) and cos(1) == pytest.approx(1e-3) and cos(10) == pytest.approx(1e-5)
+    assert cos(5.5) == pytest.approx((1e-3 + 1e-5) / 2)
+    with pytest.raises(PetalnetError, match="unknown LR schedule"):
+        Schedule("step", 1e-3, 3)
+
+
+def test_schedule_command_plots(tmp_path, capsys):
+    assert main(["schedule", "--lr-schedule", "competition", "--replicas", "8", "--plot", str(tmp_path / "lr.png")]) == 0
+    out = capsys.readouterr().out
+    assert "epoch   5: lr 4.000e-04" in out
+    with Image.open(tmp_path / "lr.png") as img:
+        assert img.format == "PNG" and img.width > 300
+
+
+def test_nan_loss_stops_with_clear_message(synthetic, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--data", synthetic, "--out", str(run), "--epochs", "2", "--optimizer", "sgd",
+                 "--lr", "1e12", "--lr-schedule", "constant", "--label-smoothing", "0", "--quiet", "--workers", "0",
+                 "--precision", "32"])
+    assert code == 1
+    assert "training loss became NaN/inf at epoch 1" in capsys.readouterr().err
+    assert not (run / "checkpoints" / "last.pt").exists()   # nothing written from a diverged model
