@@ -144,7 +144,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-nodes", type=int, default=1, help="machines (under torchrun or SLURM)")
     g.add_argument("--precision", default="auto", choices=["auto", "32", "bf16-mixed", "16-mixed"],
                    help="auto: bf16 autocast where the CPU/GPU supports it, else 32")
-    g.add_argument("--workers", type=int, default=2, help="DataLoader workers per device (default: 2)")
+    g.add_argument("--workers", type=int, help="DataLoader workers per device (default: 1 on CPU, "
+                   "CPUs / GPUs on GPU)")
     g.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)
 
 
@@ -190,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="petalnet-demo", help="run folder to write (default: petalnet-demo)")
     p.add_argument("--image-size", type=int, default=128, help="synthetic image size (default: 128)")
     p.add_argument("--epochs", type=int, default=3, help="(default: 3)")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, help="DataLoader workers (default: 1 on CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="replace an existing --out folder")

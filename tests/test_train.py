@@ -218,3 +218,17 @@ def test_nan_loss_stops_with_clear_message(synthetic, tmp_path, capsys):
     assert code == 1
     assert "training loss became NaN/inf at epoch 1" in capsys.readouterr().err
     assert not (run / "checkpoints" / "last.pt").exists()   # nothing written from a diverged model
+
+
+def test_freeze_epochs_trains_head_then_everything(synthetic, tmp_path):
+    from petalnet.models import create_model
+    start, _ = create_model("tf_efficientnet_lite0", 104)
+    run = tmp_path / "run"
+    train(TrainConfig(data=synthetic, out=str(run), epochs=2, freeze_epochs=1, precision="32", workers=0,
+                      quiet=True, max_steps=18))   # epoch 1 (15 steps) frozen, 3 steps of epoch 2 unfrozen
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)   # after the frozen epoch
+    stem = start.state_dict()["conv_stem.weight"]
+    assert torch.equal(best["model"]["conv_stem.weight"], stem)
+    assert not torch.equal(last["model"]["conv_stem.weight"], stem)
+    assert last["epoch"] == 1 and last["step"] == 3

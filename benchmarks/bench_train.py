@@ -1,0 +1,91 @@
+"""Training-loop overhead: `petalnet train` (real TFRecords, real loader, Fabric) against a bare PyTorch
+loop on the same model, batch and precision with tensors already in memory, in the same run.
+
+Both count steady-state images/s after 10 warm-up steps.
+usage: python benchmarks/bench_train.py [--model tf_efficientnet_lite0] [--image-size 192] [--batch 32]
+       [--steps 80] [--repeats 3] [--fine-tune] [--precision auto] [--workers 2] [--data DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+from petalnet.accel import make_fabric, resolve_precision
+from petalnet.models import create_model, set_backbone_frozen, train_mode
+from petalnet.train import TrainConfig, train
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data", "petals-mini")
+
+
+def bare_loop(args, precision: str) -> float:
+    """The same step without petalnet: model, AdamW, autocast, channels-last, in-memory batches."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, _ = create_model(args.model, 104, pretrained=True)
+    set_backbone_frozen(model, not args.fine_tune)
+    model = model.to(device, memory_format=torch.channels_last)
+    train_mode(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    x = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 104, (args.batch,), device=device)
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    t0 = None
+    for step in range(args.steps):
+        if step == 10:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=0.1)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    loss.item()
+    return (args.steps - 10) * args.batch / (time.perf_counter() - t0)
+
+
+def petalnet_loop(args) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        result = train(TrainConfig(data=args.data, out=os.path.join(out, "run"), model=args.model,
+                                   image_size=args.image_size, batch_size=args.batch, epochs=100,
+                                   freeze_backbone=not args.fine_tune, precision=args.precision,
+                                   workers=args.workers, quiet=True, max_steps=args.steps))
+    return result["steady_images_per_second"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--model", default="tf_efficientnet_lite0")
+    ap.add_argument("--image-size", type=int, default=192)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=80,
+                    help="10 warm-up + timed steps, within the first epoch (an epoch end runs validation)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--fine-tune", action="store_true", help="train every layer (default: the head, as the recipe)")
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--workers", type=int, help="loader workers (default: petalnet's choice)")
+    args = ap.parse_args()
+    precision = resolve_precision(args.precision, "auto")
+    device = make_fabric(precision=args.precision).device
+    print(f"{args.model} at {args.image_size}px, batch {args.batch}, {precision}, "
+          f"{'all layers' if args.fine_tune else 'head only'}, {device}, {os.cpu_count()} CPUs")
+    ours, bare = [], []
+    for r in range(args.repeats):   # alternate, so drifts of a shared machine hit both alike
+        ours.append(petalnet_loop(args))
+        bare.append(bare_loop(args, precision))
+        print(f"  repeat {r + 1}: petalnet {ours[-1]:.1f} img/s, bare {bare[-1]:.1f} img/s")
+    o, b = statistics.median(ours), statistics.median(bare)
+    print(f"petalnet train {o:.1f} img/s, bare PyTorch loop {b:.1f} img/s, ratio {o / b:.3f} (medians of {args.repeats})")
+
+
+if __name__ == "__main__":
+    main()
