@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "history.jsonl, summary.json, checkpoints/{last,best}.pt, curves.png, lr.png.")
     p.add_argument("--data", help="DATA in any layout `petalnet inspect` takes, with train (and val) splits")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder to create")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint, with the options it was started with")
     p.add_argument("--force", action="store_true", help="replace an existing RUN_DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar, one line per epoch")
     _train_args(p)

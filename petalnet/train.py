@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from petalnet import checkpoint, metrics
-from petalnet.accel import DevicePreprocess, flip_mask, make_fabric
+from petalnet.accel import DevicePreprocess, flip_mask, make_fabric, resolve_precision
 from petalnet.classes import NUM_CLASSES
 from petalnet.data.dataset import TFRecordImages
 from petalnet.data.discovery import discover
@@ -96,11 +96,12 @@ def _optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimize
 
 
 def prepare_run_dir(cfg: TrainConfig) -> None:
-    """Refuse to overwrite a run unless --force (then the old one is removed first)."""
+    """Refuse to overwrite a run unless --force (then the old one is removed first). Rank 0 only."""
     if os.path.exists(cfg.out) and (not os.path.isdir(cfg.out) or os.listdir(cfg.out)):
         if not cfg.force:
             raise PetalnetError(f"{cfg.out} already exists: pass --resume {cfg.out} to continue it, "
                                 "--force to replace it, or another --out")
+        shutil.rmtree(cfg.out) if os.path.isdir(cfg.out) else os.unlink(cfg.out)
 
 
 def _rng_state() -> dict:
@@ -139,6 +140,7 @@ class _Signals:
 def fit(cfg: TrainConfig, resume_state: dict | None = None) -> dict:
     """Train in this process (under Fabric's launcher, torchrun or SLURM). Returns the summary."""
     fabric = make_fabric(cfg.accelerator, cfg.devices, cfg.num_nodes, cfg.precision)
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, cfg.accelerator))
     if fabric.global_rank == 0 and resume_state is None:
         prepare_run_dir(cfg)
     fabric.launch()
@@ -194,14 +196,14 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
         os.makedirs(os.path.join(cfg.out, "checkpoints"), exist_ok=True)
         checkpoint.write_json({**dataclasses.asdict(cfg), "resolved": {
             "image_size": image_size, "data_image_size": data_size, "peak_lr": schedule.peak,
-            "warmup_epochs": schedule.rampup_epochs, "precision": str(fabric._precision.precision),
+            "warmup_epochs": schedule.rampup_epochs, "precision": cfg.precision,
             "world_size": world, "global_batch": cfg.batch_size * world, "weights": source,
             "mean": mean, "std": std, "train_images": len(train_ds),
             "val_images": len(val_ds) if val_ds else 0}}, os.path.join(cfg.out, "config.json"))
         if not resume:
-            _say(cfg, f"{cfg.model} ({source}), {len(train_ds)} train / {len(val_ds) if val_ds else 0} val images "
+            _say(f"{cfg.model} ({source}), {len(train_ds)} train / {len(val_ds) if val_ds else 0} val images "
                       f"at {image_size}px, {world} x {fabric.device.type}, global batch {cfg.batch_size * world}, "
-                      f"peak LR {schedule.peak:g} ({cfg.lr_schedule}), precision {fabric._precision.precision}")
+                      f"peak LR {schedule.peak:g} ({cfg.lr_schedule}), precision {cfg.precision}")
 
     def save_last(epoch, step, accumulators):
         if rank0:
@@ -283,7 +285,7 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
                     checkpoint.save({**meta, "model": module.state_dict(), "epoch": epoch + 1, "metrics": row},
                                     os.path.join(cfg.out, "checkpoints", "best.pt"))
                 checkpoint.write_lines(history, os.path.join(cfg.out, "history.jsonl"))
-                _say(cfg, _epoch_line(row, cfg.epochs))
+                _say(_epoch_line(row, cfg.epochs))
             if cfg.max_steps and total_steps >= cfg.max_steps:
                 break
     summary = {"model": cfg.model, "image_size": image_size, "epochs": len(history), "best_epoch": best["epoch"],
@@ -357,8 +359,9 @@ def evaluate(fabric, module, loader, prep, num_classes: int) -> dict:
 
 
 def _nan_message(cfg, epoch, step) -> str:
-    return (f"training loss became NaN/inf at epoch {epoch + 1}, step {step}: stopped; the last good "
-            f"checkpoint is {os.path.join(cfg.out, 'checkpoints', 'last.pt')} (try a lower --lr)")
+    last = os.path.join(cfg.out, "checkpoints", "last.pt")
+    kept = f"the last good checkpoint is {last}" if os.path.exists(last) else "no checkpoint was written"
+    return f"training loss became NaN/inf at epoch {epoch + 1}, step {step}: stopped; {kept} (try a lower --lr)"
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
@@ -369,7 +372,7 @@ def _epoch_line(row: dict, epochs: int) -> str:
     return line + f" | lr {row['lr']:.2e} | {row['train_images_per_second']:.0f} img/s, {row['seconds']:.0f}s"
 
 
-def _say(cfg, line: str) -> None:
+def _say(line: str) -> None:
     print(line, flush=True)
 
 
@@ -396,8 +399,6 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     if resume:
         cfg_saved, state = resume_state(resume)
         cfg = dataclasses.replace(cfg_saved, quiet=cfg.quiet, workers=cfg.workers)
-    elif cfg.force and cfg.out and os.path.isdir(cfg.out) and not os.environ.get("LOCAL_RANK"):
-        shutil.rmtree(cfg.out)
     if not cfg.data or not cfg.out:
         raise PetalnetError("train needs --data and --out (or --resume RUN_DIR)")
     return fit(cfg, state)
