@@ -181,6 +181,119 @@ def cmd_schedule(args) -> int:
     return 0
 
 
+def _predictors(args):
+    from petalnet.predict import load_predictor
+    return [load_predictor(m) for m in [args.model, *(args.ensemble or [])]]
+
+
+def _split(args, labeled: bool | None):
+    from petalnet.data.dataset import TFRecordImages
+    from petalnet.data.discovery import discover
+    src = discover(args.data, args.image_size)
+    name = args.split or (next(iter(src.splits)) if len(src.splits) == 1 else args.default_split)
+    ds = TFRecordImages(src.split(name), image_size=src.image_size, labeled=labeled, skip_bad=args.skip_bad,
+                        image_key=args.image_key, label_key=args.label_key, id_key=args.id_key)
+    return name, ds
+
+
+def cmd_evaluate(args) -> int:
+    from petalnet.classes import CLASSES
+    from petalnet.plots import plot_confusion, prediction_grid
+    from petalnet.predict import check_labels, evaluation, predict_dataset
+    predictors = _predictors(args)
+    name, ds = _split(args, None)
+    if not ds.labeled:
+        raise PetalnetError(f"{args.data}: split '{name}' is unlabelled (no '{args.label_key}' feature): "
+                            "evaluate needs labels; use `petalnet predict` for a submission")
+    labels, _ = ds.metadata()
+    check_labels(predictors[0].num_classes, labels, f"{args.data} ({name})")
+    out = args.out or (os.path.join(args.model, f"eval-{name}") if os.path.isdir(args.model) else f"eval-{name}")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise PetalnetError(f"{out}: its parent folder does not exist")
+    probs, targets = predict_dataset(predictors, ds, batch_size=args.batch_size, tta=args.tta,
+                                     weights=args.ensemble_weights, progress=_progress())
+    result = evaluation(probs, targets)
+    os.makedirs(out, exist_ok=True)
+    from petalnet.checkpoint import write_json
+    report = {k: v for k, v in result.items() if k != "confusion_matrix"}
+    write_json({**report, "split": name, "models": [p.name for p in predictors], "tta": args.tta},
+               os.path.join(out, "metrics.json"))
+    plot_confusion(result["confusion_matrix"], CLASSES, os.path.join(out, "confusion.png"),
+                   title=f"{name}: accuracy {result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}")
+    preds = probs.argmax(1)
+    wrong = [i for i in range(len(ds)) if preds[i] != targets[i]]
+    right = [i for i in range(len(ds)) if preds[i] == targets[i]]
+    picks = sorted(wrong[:12] + right[: 24 - min(len(wrong), 12)])
+    prediction_grid([ds.load(i)[0] for i in picks], [int(targets[i]) for i in picks], [int(preds[i]) for i in picks],
+                    CLASSES, os.path.join(out, "examples.png"), title=f"{name}: right (green) and wrong (red)")
+    if args.json:
+        print(json.dumps({k: report[k] for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall",
+                                                  "images")} | {"per_class": report["per_class"]}, indent=1))
+    else:
+        print(f"{name}: {result['images']} images, accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f}, "
+              f"macro precision {result['macro_precision']:.4f}, macro recall {result['macro_recall']:.4f}")
+        print(f"  {'class':<32} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
+        for row in result["per_class"]:
+            print(f"  {row['class']:>3} {row['name']:<28} {row['precision']:>9.3f} {row['recall']:>7.3f} "
+                  f"{row['f1']:>7.3f} {row['support']:>8}")
+        print(f"wrote {out}/metrics.json, confusion.png, examples.png")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    from petalnet.predict import predict_dataset, top_k, write_submission
+    predictors = _predictors(args)
+    if args.photos:
+        failed = 0
+        results = top_k(predictors, args.photos, k=args.top_k, tta=args.tta, weights=args.ensemble_weights)
+        if args.json:
+            print(json.dumps([{"file": p, "error": str(r)} if isinstance(r, Exception) else
+                              {"file": p, "top": [{"label": c, "name": n, "probability": v} for c, n, v in r]}
+                              for p, r in results], indent=1))
+        for path, r in results:
+            if isinstance(r, Exception):
+                failed += 1
+                print(f"petalnet: error: {r}", file=sys.stderr)
+            elif not args.json:
+                print(f"{path}: " + ", ".join(f"{n} ({c}) {v:.3f}" for c, n, v in r))
+        return 1 if failed else 0
+    if not args.data:
+        raise PetalnetError("predict needs --data DATA (a split to submit) or photo files")
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    for path in filter(None, (args.output, args.probs)):
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise PetalnetError(f"{path}: folder {os.path.dirname(os.path.abspath(path))} does not exist")
+    del out_dir
+    name, ds = _split(args, False)
+    _, ids = ds.metadata()
+    probs, _ = predict_dataset(predictors, ds, batch_size=args.batch_size, tta=args.tta,
+                               weights=args.ensemble_weights, progress=_progress())
+    if args.probs:
+        tmp = f"{args.probs}.{os.getpid()}.tmp.npz"
+        np.savez(tmp, probs=probs.astype(np.float32), ids=np.asarray(ids))
+        os.replace(tmp, args.probs)
+    write_submission(args.output, ids, probs.argmax(1))
+    print(f"{args.output}: {len(ids)} rows (split '{name}'" + (", TTA" if args.tta else "")
+          + (f", ensemble of {len(predictors)}" if len(predictors) > 1 else "") + ")")
+    return 0
+
+
+def _predict_args(p: argparse.ArgumentParser, default_split: str) -> None:
+    p.add_argument("model", metavar="RUN_DIR|CHECKPOINT", help="a run folder (its best checkpoint) or a .pt file")
+    p.add_argument("--data", help="DATA in any layout `petalnet inspect` takes")
+    p.add_argument("--split", help=f"split to use (default: {default_split}, or the only one)")
+    p.add_argument("--image-size", type=int, help="pick tfrecords-jpeg-SxS when DATA holds several sizes")
+    p.add_argument("--tta", action="store_true", help="average over the image, its mirror and a centre zoom")
+    p.add_argument("--ensemble", nargs="+", metavar="RUN", help="more runs or checkpoints to average with")
+    p.add_argument("--ensemble-weights", nargs="+", type=float, metavar="W",
+                   help="one weight per model (the first, then --ensemble's), default equal")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(default_split=default_split)
+    _data_args(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="petalnet", description=__doc__.splitlines()[0] if __doc__ else None,
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -233,6 +346,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar, one line per epoch")
     _train_args(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class table, confusion matrix, examples",
+                       description="Evaluate a run (or checkpoint, or --ensemble of them) on a labelled split. "
+                                   "Writes OUT/metrics.json, confusion.png, examples.png.")
+    _predict_args(p, "val")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--out", metavar="DIR", help="where to write (default: RUN_DIR/eval-SPLIT)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="submission.csv for a split, or the top species for photos",
+                       description="With --data: one id,label row per image of the split (default test), "
+                                   "written atomically. With photo files: the top-k species of each.")
+    _predict_args(p, "test")
+    p.add_argument("photos", nargs="*", metavar="PHOTO", help="image files (any size, JPEG/PNG/WebP/...)")
+    p.add_argument("--output", default="submission.csv", help="submission file (default: submission.csv)")
+    p.add_argument("--probs", metavar="FILE.npz", help="also save the probabilities (and ids)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="photos: print the answers as JSON")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("schedule", help="print and plot a learning-rate schedule before training")
     p.add_argument("--lr-schedule", default="competition", choices=["cosine", "competition", "constant"])

@@ -81,3 +81,44 @@ def plot_schedule(schedule, steps_per_epoch: int, path: str) -> str:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_confusion(cm, class_names: list[str], path: str, title: str | None = None) -> str:
+    """Row-normalised confusion matrix over the classes that occur (in labels or predictions); the figure
+    grows with the number of classes so 104 names stay readable."""
+    import numpy as np
+    cm = np.asarray(cm, dtype=np.float64)
+    keep = np.flatnonzero((cm.sum(1) > 0) | (cm.sum(0) > 0))
+    cm = cm[np.ix_(keep, keep)]
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    n = len(keep)
+    side = max(5.0, 0.22 * n + 3)
+    font = max(5, min(10, 200 // max(n, 1)))
+    fig, ax = plt.subplots(figsize=(side, side), dpi=100)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    names = [f"{class_names[k]} ({k})" for k in keep]
+    ax.set_xticks(range(n), names, rotation=90, fontsize=font)
+    ax.set_yticks(range(n), names, fontsize=font)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j]:
+                    ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=font - 1,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_title(title or "confusion matrix (rows sum to 1)")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def prediction_grid(images, truths, preds, class_names: list[str], path: str, title: str | None = None) -> str:
+    """Images titled 'prediction' (right, green) or 'prediction [should be truth]' (wrong, red), like the
+    tutorial's display_batch_of_images."""
+    titles, colors = [], []
+    for t, p in zip(truths, preds):
+        right = t == p
+        titles.append(class_names[p] if right else f"{class_names[p]}\n[should be {class_names[t]}]")
+        colors.append("green" if right else "red")
+    return image_grid(images, titles, path, colors=colors, suptitle=title)

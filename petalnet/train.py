@@ -189,7 +189,7 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
     prep = DevicePreprocess(fabric.device, mean, std, image_size)
     steps_per_epoch = len(train_loader)
     schedule = _lr_schedule(cfg, world)
-    meta = {"model": cfg.model, "num_classes": cfg.num_classes, "image_size": image_size, "mean": mean,
+    meta = {"model_name": cfg.model, "num_classes": cfg.num_classes, "image_size": image_size, "mean": mean,
             "std": std, "weights_source": source, "config": dataclasses.asdict(cfg)}
 
     if rank0:

@@ -1,0 +1,168 @@
+"""Inference: load trained runs, predict splits or photos (with TTA and ensembles), evaluate, submit."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from petalnet import checkpoint, metrics
+from petalnet.accel import DevicePreprocess, cpu_supports_bf16
+from petalnet.classes import CLASSES
+from petalnet.data.loader import create_loader
+from petalnet.errors import PetalnetError
+from petalnet.models import create_model
+
+TTA_VIEWS = ("identity", "flip", "zoom")   # zoom: centre 87.5 %, resized back
+
+
+@dataclasses.dataclass
+class Predictor:
+    name: str
+    model: torch.nn.Module
+    num_classes: int
+    image_size: int
+    mean: tuple
+    std: tuple
+
+
+def load_predictor(path: str, device: torch.device | None = None) -> Predictor:
+    """A RUN_DIR (its best checkpoint) or a checkpoint file, as an eval-mode model on ``device``."""
+    file = os.path.join(path, "checkpoints", "best.pt") if os.path.isdir(path) else path
+    state = checkpoint.load(file)
+    for key in ("model", "model_name", "num_classes", "image_size", "mean", "std"):
+        if key not in state:
+            raise PetalnetError(f"{file}: not a petalnet checkpoint (no '{key}')")
+    model, _ = create_model(state["model_name"], state["num_classes"], pretrained=False)
+    model.load_state_dict(state["model"])
+    model = model.to(device or torch.device("cpu"), memory_format=torch.channels_last).eval()
+    return Predictor(path, model, state["num_classes"], state["image_size"], tuple(state["mean"]), tuple(state["std"]))
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_supports_bf16())
+
+
+@torch.no_grad()
+def predict_batches(predictors: list[Predictor], batches, *, tta: bool = False,
+                    weights: list[float] | None = None, device: torch.device | None = None):
+    """Yield (probabilities (B, C), targets) per uint8 batch: softmax averaged over TTA views and over
+    the ensemble, weighted by ``weights``."""
+    device = device or torch.device("cpu")
+    classes = {p.num_classes for p in predictors}
+    if len(classes) > 1:
+        raise PetalnetError("ensemble members have different numbers of classes: "
+                            + ", ".join(f"{p.name}: {p.num_classes}" for p in predictors))
+    w = torch.tensor(weights or [1.0] * len(predictors), dtype=torch.float64)
+    if len(w) != len(predictors) or (w < 0).any() or w.sum() <= 0:
+        raise PetalnetError(f"--ensemble-weights needs {len(predictors)} non-negative numbers, not all zero")
+    w = (w / w.sum()).tolist()
+    preps = [DevicePreprocess(device, p.mean, p.std, p.image_size) for p in predictors]
+    views = TTA_VIEWS if tta else TTA_VIEWS[:1]
+    for images, targets in batches:
+        total = None
+        for p, prep, weight in zip(predictors, preps, w):
+            x = prep(images)
+            for view in views:
+                v = x.flip(-1) if view == "flip" else _zoom(x) if view == "zoom" else x
+                with _autocast(device):
+                    probs = F.softmax(p.model(v).float(), dim=1).double()
+                total = probs * (weight / len(views)) if total is None else total + probs * (weight / len(views))
+        yield total.cpu(), targets
+
+
+def _zoom(x: torch.Tensor, keep: float = 0.875) -> torch.Tensor:
+    size = x.shape[-1]
+    crop = max(1, round(size * keep))
+    off = (size - crop) // 2
+    x = x[..., off:off + crop, off:off + crop]
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).contiguous(
+        memory_format=torch.channels_last)
+
+
+def predict_dataset(predictors, dataset, *, batch_size: int = 64, tta: bool = False, weights=None,
+                    workers: int = 1, progress=None):
+    """(probabilities (N, C) float64, targets: int64 labels or list of ids) over a whole dataset, in order."""
+    loader = create_loader(dataset, batch_size, num_workers=workers)
+    batches = progress(loader, total=len(loader), desc="predict", unit="batch") if progress else loader
+    probs, targets = [], []
+    for p, t in predict_batches(predictors, batches, tta=tta, weights=weights):
+        probs.append(p)
+        targets += t.tolist() if torch.is_tensor(t) else list(t)
+    return torch.cat(probs).numpy(), (np.asarray(targets, np.int64) if dataset.labeled else targets)
+
+
+def check_labels(predictor_classes: int, labels: np.ndarray, where: str) -> None:
+    if len(labels) and labels.max() >= predictor_classes:
+        raise PetalnetError(f"{where}: labels go up to {labels.max()}, but the model has {predictor_classes} "
+                            "classes: it was trained for other data")
+
+
+def evaluation(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """The metrics a competitor reads, plus the per-class table and the confusion matrix."""
+    preds = probs.argmax(1)
+    cm = metrics.confusion_matrix(torch.from_numpy(labels), torch.from_numpy(preds), probs.shape[1])
+    summary = metrics.summary(cm)
+    pc = metrics.per_class(cm)
+    present = ((pc["support"] > 0) | (pc["predicted"] > 0)).nonzero().flatten().tolist()
+    table = [{"class": c, "name": CLASSES[c] if c < len(CLASSES) else str(c),
+              "precision": pc["precision"][c].item(), "recall": pc["recall"][c].item(),
+              "f1": pc["f1"][c].item(), "support": int(pc["support"][c].item())} for c in present]
+    return {"accuracy": summary["accuracy"], "macro_f1": summary["macro_f1"],
+            "macro_precision": summary["macro_precision"], "macro_recall": summary["macro_recall"],
+            "images": int(len(labels)), "per_class": table, "confusion_matrix": cm.numpy()}
+
+
+def write_submission(path: str, ids: list[str], labels: np.ndarray) -> None:
+    """``id,label`` rows, written to a temp file and renamed: never a half-written CSV."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise PetalnetError(f"{path}: folder {folder} does not exist")
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["id", "label"])
+            w.writerows(zip(ids, (int(v) for v in labels)))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_photo(path: str, image_size: int) -> torch.Tensor:
+    """Any common image file as a uint8 CHW square (EXIF orientation applied, centre-cropped, resized)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from petalnet.data.writer import square
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img).convert("RGB")
+            img = square(img, image_size)
+    except FileNotFoundError:
+        raise PetalnetError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as e:
+        raise PetalnetError(f"{path}: not a readable image ({e})") from None
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()
+
+
+def top_k(predictors, photo_paths: list[str], k: int = 5, tta: bool = False, weights=None):
+    """Per photo: (path, [(class, name, probability), ...]) or (path, PetalnetError)."""
+    size = max(p.image_size for p in predictors)
+    results = []
+    for path in photo_paths:
+        try:
+            img = load_photo(path, size)
+        except PetalnetError as e:
+            results.append((path, e))
+            continue
+        (probs, _), = predict_batches(predictors, [(img[None], [path])], tta=tta, weights=weights)
+        values, idx = probs[0].topk(min(k, probs.shape[1]))
+        results.append((path, [(int(i), CLASSES[int(i)] if int(i) < len(CLASSES) else str(int(i)), float(v))
+                               for v, i in zip(values, idx)]))
+    return results
