@@ -158,6 +158,11 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
     train_ds = TFRecordImages(src.split(cfg.train_split), image_size=src.image_size, labeled=True)
     val_ds = (TFRecordImages(src.split(cfg.val_split), image_size=src.image_size, labeled=True)
               if cfg.val_split and cfg.val_split in src.splits else None)
+    for ds in filter(None, (train_ds, val_ds)):
+        labels, _ = ds.metadata()
+        if len(labels) and (labels.min() < 0 or labels.max() >= cfg.num_classes):
+            raise PetalnetError(f"{cfg.data}: labels range {labels.min()}..{labels.max()}, outside the model's "
+                                f"{cfg.num_classes} classes (--num-classes)")
     data_size = src.image_size or train_ds.load(0)[0].shape[-1]
     image_size = cfg.image_size or data_size
     world = fabric.world_size

@@ -1,0 +1,143 @@
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import f1_score
+
+from petalnet.cli import main
+from petalnet.data.dataset import open_split
+from petalnet.data.synthetic import synthetic_data
+from petalnet.errors import PetalnetError
+from petalnet.predict import load_photo, load_predictor, predict_batches, predict_dataset
+from petalnet.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    return synthetic_data(64, seed=0, root=str(tmp_path_factory.mktemp("syn")))
+
+
+@pytest.fixture(scope="module")
+def run(synthetic, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("runs") / "lite0")
+    train(TrainConfig(data=synthetic, out=out, epochs=1, precision="32", workers=0, quiet=True))
+    return out
+
+
+@pytest.fixture(scope="module")
+def other_run(synthetic, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("runs") / "other")
+    train(TrainConfig(data=synthetic, out=out, epochs=1, precision="32", workers=0, quiet=True, seed=5,
+                      lr=3e-3))
+    return out
+
+
+def test_submission_for_petals_mini_test(run, petals, tmp_path, capsys):
+    out = tmp_path / "submission.csv"
+    assert main(["predict", run, "--data", petals, "--output", str(out), "--probs", str(tmp_path / "p.npz")]) == 0
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["id", "label"] and len(rows) == 504
+    _, ids = open_split(petals, "test").metadata()
+    assert [r[0] for r in rows[1:]] == ids
+    assert all(0 <= int(r[1]) <= 103 for r in rows[1:])
+    saved = np.load(tmp_path / "p.npz")
+    assert saved["probs"].shape == (503, 104) and list(saved["ids"]) == ids
+    assert np.allclose(saved["probs"].sum(1), 1, atol=1e-4)
+    assert [int(r[1]) for r in rows[1:]] == saved["probs"].argmax(1).tolist()
+
+
+def test_single_split_folder_labelled_or_not(run, petals, tmp_path):
+    for split in ("val", "test"):
+        out = tmp_path / f"{split}.csv"
+        folder = os.path.join(petals, "tfrecords-jpeg-192x192", split)
+        assert main(["predict", run, "--data", folder, "--output", str(out)]) == 0
+        assert len(out.read_text().splitlines()) == {"val": 774, "test": 504}[split]
+
+
+def test_ensemble_and_tta(run, other_run, synthetic):
+    a, b = load_predictor(run), load_predictor(other_run)
+    ds = open_split(synthetic, "val")
+    alone, labels = predict_dataset([a], ds)
+    twice, _ = predict_dataset([a, a], ds)
+    assert np.allclose(alone, twice, atol=1e-12)                      # a run with itself is the run
+    only_b, _ = predict_dataset([a, b], ds, weights=[0, 1])
+    assert np.allclose(only_b, predict_dataset([b], ds)[0], atol=1e-12)
+    mixed, _ = predict_dataset([a, b], ds, weights=[3, 1])
+    assert np.allclose(mixed, 0.75 * alone + 0.25 * only_b, atol=1e-9)
+    # TTA is the mean over the image, its mirror and the centre zoom
+    images = torch.stack([ds[i][0] for i in range(8)])
+    (tta, _), = predict_batches([a], [(images, None)], tta=True)
+    (plain, _), = predict_batches([a], [(images, None)])
+    (mirror, _), = predict_batches([a], [(images.flip(-1), None)])
+    # the centre 56 of 64 px, scaled back up to 64 by the model's own preprocessing
+    (zoom, _), = predict_batches([a], [(images[..., 4:60, 4:60], None)])
+    assert not torch.allclose(tta, plain)
+    assert torch.allclose(tta, (plain + mirror + zoom) / 3, atol=1e-4)
+
+
+def test_evaluate_outputs_and_metrics(run, synthetic, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["evaluate", run, "--data", synthetic, "--json", "--out", str(out)]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert {"accuracy", "macro_f1", "macro_precision", "macro_recall", "images"} <= set(got)
+    assert got["images"] == 120 and len(got["per_class"]) >= 6
+    probs, labels = predict_dataset([load_predictor(run)], open_split(synthetic, "val"))
+    assert got["macro_f1"] == pytest.approx(f1_score(labels, probs.argmax(1), average="macro"), abs=1e-9)
+    for name, min_side in (("confusion.png", 400), ("examples.png", 600)):
+        with Image.open(out / name) as img:
+            assert img.format == "PNG" and min(img.size) >= min_side, (name, img.size)
+    assert json.loads((out / "metrics.json").read_text())["split"] == "val"
+
+
+def test_wrong_inputs_write_nothing(run, petals, synthetic, tmp_path, capsys):
+    # a labelled evaluation of an unlabelled split
+    assert main(["evaluate", run, "--data", petals, "--split", "test", "--out", str(tmp_path / "e")]) == 1
+    assert "split 'test' is unlabelled" in capsys.readouterr().err and not (tmp_path / "e").exists()
+    # an output in a missing folder
+    assert main(["predict", run, "--data", petals, "--output", str(tmp_path / "no" / "s.csv")]) == 1
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "no").exists()
+    # a checkpoint for another number of classes
+    state = torch.load(os.path.join(run, "checkpoints", "best.pt"), weights_only=False)
+    from petalnet.models import create_model
+    small, _ = create_model(state["model_name"], 10, pretrained=False)
+    ten = tmp_path / "ten.pt"
+    torch.save({**state, "model": small.state_dict(), "num_classes": 10}, ten)
+    assert main(["evaluate", str(ten), "--data", synthetic, "--out", str(tmp_path / "e2")]) == 1
+    assert "but the model has 10 classes" in capsys.readouterr().err and not (tmp_path / "e2").exists()
+    assert main(["predict", run, "--ensemble", str(ten), "--data", synthetic, "--split", "test",
+                 "--output", str(tmp_path / "s.csv")]) == 1
+    assert "different numbers of classes" in capsys.readouterr().err and not (tmp_path / "s.csv").exists()
+    (tmp_path / "junk.pt").write_bytes(b"nope")
+    with pytest.raises(PetalnetError, match="junk.pt: not a readable checkpoint"):
+        load_predictor(str(tmp_path / "junk.pt"))
+
+
+def test_top_k_for_photos(run, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    png = tmp_path / "flower.png"
+    Image.fromarray(rng.integers(0, 255, (300, 200, 3), dtype=np.uint8)).save(png)
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    assert main(["predict", run, str(png), str(bad), "--top-k", "3", "--json"]) == 1
+    captured = capsys.readouterr()
+    answers = json.loads(captured.out)
+    assert answers[0]["file"] == str(png) and len(answers[0]["top"]) == 3
+    probs = [t["probability"] for t in answers[0]["top"]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert "notes.jpg: not a readable image" in captured.err and "error" in answers[1]
+
+
+def test_photo_exif_orientation(tmp_path):
+    arr = np.zeros((40, 80, 3), np.uint8)
+    arr[:, :40] = (255, 0, 0)        # left half red
+    img = Image.fromarray(arr)
+    exif = Image.Exif()
+    exif[0x0112] = 6                 # "rotate 90 CW to display"
+    img.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    x = load_photo(str(tmp_path / "rotated.jpg"), 40)
+    # displayed upright, the red half is on top
+    assert x[0, :10].float().mean() > 200 and x[0, -10:].float().mean() < 60
