@@ -127,7 +127,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, help="peak learning rate, used as given; default: 1e-3 (cosine) or 5e-5 "
                    "(competition) x replicas, the tutorial's LR_MAX = 5e-5 * replicas rule")
     g.add_argument("--lr-schedule", default=d.lr_schedule, choices=["cosine", "competition", "constant"])
-    g.add_argument("--warmup-epochs", type=float, help="cosine warm-up / competition ramp-up (default: 1 / 5)")
+    g.add_argument("--warmup-epochs", type=float, help="cosine warm-up / competition ramp-up (default: min(1, epochs/3) / 5)")
     g.add_argument("--lr-start", type=float, default=d.lr_start, help="LR_START (default: 1e-5)")
     g.add_argument("--min-lr", type=float, default=d.min_lr, help="LR_MIN / cosine floor (default: 1e-5)")
     g.add_argument("--sustain-epochs", type=float, default=d.sustain_epochs, help="competition (default: 0)")
@@ -280,6 +280,45 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    import dataclasses
+
+    from petalnet.compare import compare, format_table
+    from petalnet.train import TrainConfig, train
+    runs = list(args.runs)
+    if args.train:
+        if not (args.models and args.data):
+            raise PetalnetError("compare --train needs --models NAME [NAME ...] and --data DATA")
+        os.makedirs(args.out, exist_ok=True)
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        base = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and k not in ("model", "out")})
+        for model in args.models:
+            run = os.path.join(args.out, model)
+            print(f"training {model} -> {run}")
+            train(dataclasses.replace(base, model=model, out=run))
+            runs.append(run)
+    rows = compare(runs, args.out, data=args.data, split=args.split, progress=_progress())
+    print(format_table(rows))
+    print(f"wrote {args.out}/compare.json, curves.png, per_class_f1.png, report.html")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from petalnet.report import run_report
+    eval_dir = args.eval or os.path.join(args.run, "eval-val")
+    out = args.output or os.path.join(args.run, "report.html")
+    if not os.path.isdir(eval_dir) and args.data is not False:
+        # evaluate first, so the report has the confusion matrix and examples
+        cfg_data = args.data
+        if cfg_data is None:
+            with open(os.path.join(args.run, "config.json")) as fh:
+                cfg_data = json.load(fh).get("data")
+        if cfg_data and main(["evaluate", args.run, "--data", cfg_data, "--out", eval_dir]) != 0:
+            return 1
+    print(run_report(args.run, eval_dir, out))
+    return 0
+
+
 def _predict_args(p: argparse.ArgumentParser, default_split: str) -> None:
     p.add_argument("model", metavar="RUN_DIR|CHECKPOINT", help="a run folder (its best checkpoint) or a .pt file")
     p.add_argument("--data", help="DATA in any layout `petalnet inspect` takes")
@@ -365,6 +404,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--json", action="store_true", help="photos: print the answers as JSON")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("compare", help="several runs side by side: table, curves, per-class F1, HTML report",
+                       description="Compare finished runs on a labelled split (each run's own data, or --data). "
+                                   "With --train --models a b c --data DATA, train each with the same options first.")
+    p.add_argument("runs", nargs="*", metavar="RUN_DIR")
+    p.add_argument("--out", default="comparison", help="folder to write (default: comparison)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--train", action="store_true", help="train --models first, into OUT/<model>")
+    p.add_argument("--models", nargs="+", metavar="NAME", help="timm model names to train with --train")
+    p.add_argument("--data", help="DATA to evaluate on (and to train on with --train)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--force", action="store_true")
+    _train_args(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="one self-contained HTML page for a run",
+                       description="Config, curves, LR, metrics, per-class table, confusion matrix and examples "
+                                   "(evaluating on the run's val split first when that was not done).")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--output", help="HTML file (default: RUN_DIR/report.html)")
+    p.add_argument("--eval", metavar="DIR", help="an evaluate --out folder (default: RUN_DIR/eval-val)")
+    p.add_argument("--data", help="DATA to evaluate on (default: the run's)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("schedule", help="print and plot a learning-rate schedule before training")
     p.add_argument("--lr-schedule", default="competition", choices=["cosine", "competition", "constant"])

@@ -122,3 +122,38 @@ def prediction_grid(images, truths, preds, class_names: list[str], path: str, ti
         titles.append(class_names[p] if right else f"{class_names[p]}\n[should be {class_names[t]}]")
         colors.append("green" if right else "red")
     return image_grid(images, titles, path, colors=colors, suptitle=title)
+
+
+def plot_compare_curves(histories: dict[str, list[dict]], path: str) -> str:
+    """Validation macro-F1, validation loss and training loss per epoch, one line per run."""
+    keys = [("val_macro_f1", "val macro-F1"), ("val_loss", "val loss"), ("train_loss", "train loss")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=100)
+    for ax, (key, title) in zip(axes, keys):
+        for name, hist in histories.items():
+            rows = [h for h in hist if key in h]
+            ax.plot([h["epoch"] for h in rows], [h[key] for h in rows], marker="o", label=name)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_per_class_f1(scores: dict[str, dict[int, float]], class_names: list[str], path: str) -> str:
+    """Grouped horizontal bars: each class's F1 for each run."""
+    import numpy as np
+    classes = sorted({c for s in scores.values() for c in s})
+    n, k = len(classes), max(len(scores), 1)
+    fig, ax = plt.subplots(figsize=(9, max(3.0, 0.3 * n * k + 1.5)), dpi=100)
+    height = 0.8 / k
+    for j, (name, s) in enumerate(scores.items()):
+        ax.barh(np.arange(n) + j * height, [s.get(c, 0.0) for c in classes], height=height, label=name)
+    ax.set_yticks(np.arange(n) + 0.4 - height / 2, [f"{class_names[c]} ({c})" for c in classes], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("F1")
+    ax.legend(fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -45,7 +45,7 @@ class TrainConfig:
     batch_size: int = 32                   # per device
     lr: float | None = None                # peak; None: BASE_LR[schedule] x replicas
     lr_schedule: str = "cosine"
-    warmup_epochs: float | None = None     # cosine warm-up / competition ramp-up (default 1 / 5)
+    warmup_epochs: float | None = None     # cosine warm-up / competition ramp-up (default min(1, epochs/3) / 5)
     lr_start: float = 1e-5
     min_lr: float = 1e-5
     sustain_epochs: float = 0
@@ -79,7 +79,8 @@ class Stop(Exception):
 
 def _lr_schedule(cfg: TrainConfig, replicas: int) -> Schedule:
     peak = cfg.lr if cfg.lr is not None else BASE_LR.get(cfg.lr_schedule, 1e-3) * replicas
-    warm = cfg.warmup_epochs if cfg.warmup_epochs is not None else (5 if cfg.lr_schedule == "competition" else 1)
+    warm = cfg.warmup_epochs if cfg.warmup_epochs is not None else (
+        5 if cfg.lr_schedule == "competition" else min(1.0, cfg.epochs / 3))   # short runs still decay
     return Schedule(cfg.lr_schedule, peak, cfg.epochs, start=cfg.lr_start, min_lr=min(cfg.min_lr, peak),
                     rampup_epochs=warm, sustain_epochs=cfg.sustain_epochs, decay=cfg.lr_decay)
 

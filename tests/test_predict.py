@@ -141,3 +141,57 @@ def test_photo_exif_orientation(tmp_path):
     x = load_photo(str(tmp_path / "rotated.jpg"), 40)
     # displayed upright, the red half is on top
     assert x[0, :10].float().mean() > 200 and x[0, -10:].float().mean() < 60
+
+
+def _png_ok(path, min_side=300):
+    with Image.open(path) as img:
+        return img.format == "PNG" and min(img.size) >= min_side
+
+
+def test_compare_runs(run, other_run, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", run, other_run, "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "lite0" in table and "other" in table and "infer/s" in table
+    rows = json.loads((out / "compare.json").read_text())["runs"]
+    assert [r["run"] for r in rows] == ["lite0", "other"]
+    for r in rows:
+        assert r["parameters"] > 1e6 and r["inference_images_per_second"] > 0
+        # 1 epoch: best = last; predict runs bf16 where training evaluated in fp32, so a few images may flip
+        assert r["eval_macro_f1"] == pytest.approx(r["best_val_macro_f1"], abs=0.03)
+    assert _png_ok(out / "curves.png") and _png_ok(out / "per_class_f1.png", 250)
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "http://" not in page and "https://" not in page
+
+
+def test_compare_trains_first(synthetic, tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--train", "--models", "tf_efficientnet_lite0", "resnet18", "--no-pretrained",
+                 "--data", synthetic, "--epochs", "1", "--out", str(out), "--quiet", "--workers", "0"]) == 0
+    rows = json.loads((out / "compare.json").read_text())["runs"]
+    assert [r["model"] for r in rows] == ["tf_efficientnet_lite0", "resnet18"]
+    assert (out / "resnet18" / "checkpoints" / "best.pt").is_file()
+
+
+def test_report_is_self_contained_and_renders(run, tmp_path):
+    import shutil
+    import subprocess
+    page = tmp_path / "report.html"
+    assert main(["report", run, "--output", str(page)]) == 0
+    text = page.read_text()
+    assert text.count("data:image/png;base64,") == 4   # curves, LR, confusion matrix, examples
+    assert "macro-F1" in text and "<script" not in text and "https://" not in text
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not browser:
+        pytest.skip("no chromium here (.ci/run installs Debian's chromium)")
+    shot = tmp_path / "shot.png"
+    r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                        "--disable-component-update", "--disable-sync", "--no-first-run",
+                        f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,1600",
+                        page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and shot.is_file(), r.stderr[-2000:]
+    with Image.open(shot) as img:
+        lo, hi = img.convert("L").getextrema()
+        assert img.size == (1280, 1600) and hi - lo > 200   # text and plots, not a blank page
+        inked = (np.asarray(img.convert("L")) < 250).mean()
+        assert inked > 0.03, inked   # about 8 % for a report with its plots

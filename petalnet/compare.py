@@ -1,0 +1,74 @@
+"""``petalnet compare``: the tutorial's closing study, several runs side by side (optionally trained first)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from petalnet.checkpoint import write_json
+from petalnet.classes import CLASSES
+from petalnet.data.dataset import open_split
+from petalnet.errors import PetalnetError
+from petalnet.predict import check_labels, evaluation, load_predictor, predict_dataset
+
+
+def _run_files(run: str) -> tuple[dict, list[dict], dict]:
+    try:
+        with open(os.path.join(run, "summary.json")) as fh:
+            summary = json.load(fh)
+        with open(os.path.join(run, "config.json")) as fh:
+            config = json.load(fh)
+        with open(os.path.join(run, "history.jsonl")) as fh:
+            history = [json.loads(line) for line in fh]
+    except (OSError, ValueError) as e:
+        raise PetalnetError(f"{run}: not a finished petalnet run folder ({e})") from None
+    return summary, history, config
+
+
+def compare(runs: list[str], out: str, *, data: str | None = None, split: str = "val", progress=None) -> list[dict]:
+    """Table rows per run; writes OUT/compare.json, curves.png, per_class_f1.png, report.html."""
+    from petalnet.plots import plot_compare_curves, plot_per_class_f1
+    from petalnet.report import compare_report
+    if not runs:
+        raise PetalnetError("compare needs run folders (or --train --models ...)")
+    os.makedirs(out, exist_ok=True)
+    rows, histories, per_class = [], {}, {}
+    for run in runs:
+        summary, history, config = _run_files(run)
+        name = os.path.basename(os.path.abspath(run))
+        predictor = load_predictor(run)
+        ds = open_split(data or config["data"], split)
+        labels, _ = ds.metadata()
+        check_labels(predictor.num_classes, labels, f"{data or config['data']} ({split})")
+        t0 = time.perf_counter()
+        probs, targets = predict_dataset([predictor], ds, progress=progress)
+        seconds = time.perf_counter() - t0
+        ev = evaluation(probs, targets)
+        rows.append({"run": name, "model": summary["model"], "parameters": summary.get("parameters"),
+                     "image_size": summary["image_size"], "epochs": summary["epochs"],
+                     "best_val_macro_f1": summary.get("best_val_macro_f1"),
+                     "best_val_accuracy": summary.get("best_val_accuracy"), "train_seconds": summary["train_seconds"],
+                     "train_images_per_second": summary["train_images_per_second"],
+                     "inference_images_per_second": len(ds) / seconds,
+                     "eval_macro_f1": ev["macro_f1"], "eval_accuracy": ev["accuracy"]})
+        histories[name] = history
+        per_class[name] = {r["class"]: r["f1"] for r in ev["per_class"] if r["support"] > 0}
+    curves = plot_compare_curves(histories, os.path.join(out, "curves.png"))
+    bars = plot_per_class_f1(per_class, CLASSES, os.path.join(out, "per_class_f1.png"))
+    write_json({"runs": rows, "per_class_f1": {k: {str(c): v for c, v in s.items()} for k, s in per_class.items()}},
+               os.path.join(out, "compare.json"))
+    compare_report(rows, [(curves, "Training curves"), (bars, f"Per-class F1 on {split}")],
+                   os.path.join(out, "report.html"))
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    head = (f"{'run':<20} {'model':<24} {'params':>10} {'size':>5} {'ep':>3} {'val F1':>7} {'val acc':>7} "
+            f"{'train s':>8} {'train/s':>8} {'infer/s':>8}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['run'][:20]:<20} {r['model'][:24]:<24} {r['parameters'] or 0:>10,} {r['image_size']:>5} "
+                     f"{r['epochs']:>3} {r['best_val_macro_f1'] or 0:>7.4f} {r['best_val_accuracy'] or 0:>7.4f} "
+                     f"{r['train_seconds']:>8.0f} {r['train_images_per_second']:>8.0f} "
+                     f"{r['inference_images_per_second']:>8.0f}")
+    return "\n".join(lines)
