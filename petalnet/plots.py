@@ -92,8 +92,8 @@ def plot_confusion(cm, class_names: list[str], path: str, title: str | None = No
     cm = cm[np.ix_(keep, keep)]
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     n = len(keep)
-    side = max(5.0, 0.22 * n + 3)
-    font = max(5, min(10, 200 // max(n, 1)))
+    side = max(5.0, 0.25 * n + 3)   # a quarter inch a class keeps 104 names legible
+    font = max(7, min(10, 200 // max(n, 1)))
     fig, ax = plt.subplots(figsize=(side, side), dpi=100)
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     names = [f"{class_names[k]} ({k})" for k in keep]
