@@ -261,11 +261,9 @@ def cmd_predict(args) -> int:
         return 1 if failed else 0
     if not args.data:
         raise PetalnetError("predict needs --data DATA (a split to submit) or photo files")
-    out_dir = os.path.dirname(os.path.abspath(args.output))
     for path in filter(None, (args.output, args.probs)):
         if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise PetalnetError(f"{path}: folder {os.path.dirname(os.path.abspath(path))} does not exist")
-    del out_dir
     name, ds = _split(args, False)
     _, ids = ds.metadata()
     probs, _ = predict_dataset(predictors, ds, batch_size=args.batch_size, tta=args.tta,
@@ -307,13 +305,12 @@ def cmd_report(args) -> int:
     from petalnet.report import run_report
     eval_dir = args.eval or os.path.join(args.run, "eval-val")
     out = args.output or os.path.join(args.run, "report.html")
-    if not os.path.isdir(eval_dir) and args.data is not False:
-        # evaluate first, so the report has the confusion matrix and examples
-        cfg_data = args.data
-        if cfg_data is None:
+    if not os.path.isdir(eval_dir):   # evaluate first, so the report has the confusion matrix and examples
+        data = args.data
+        if data is None and os.path.isfile(os.path.join(args.run, "config.json")):
             with open(os.path.join(args.run, "config.json")) as fh:
-                cfg_data = json.load(fh).get("data")
-        if cfg_data and main(["evaluate", args.run, "--data", cfg_data, "--out", eval_dir]) != 0:
+                data = json.load(fh).get("data")
+        if data and main(["evaluate", args.run, "--data", data, "--out", eval_dir]) != 0:
             return 1
     print(run_report(args.run, eval_dir, out))
     return 0
