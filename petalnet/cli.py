@@ -316,6 +316,21 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from petalnet.serve.app import serve
+    serve(args.model, host=args.host, port=args.port, max_bytes=int(args.max_upload_mb * 1024 * 1024),
+          max_batch=args.max_batch)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from petalnet.onnx_export import export_onnx
+    if args.format != "onnx":
+        raise PetalnetError(f"--format {args.format}: only onnx is supported")
+    print(f"wrote {export_onnx(args.model, args.output)}")
+    return 0
+
+
 def _predict_args(p: argparse.ArgumentParser, default_split: str) -> None:
     p.add_argument("model", metavar="RUN_DIR|CHECKPOINT", help="a run folder (its best checkpoint) or a .pt file")
     p.add_argument("--data", help="DATA in any layout `petalnet inspect` takes")
@@ -424,6 +439,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", metavar="DIR", help="an evaluate --out folder (default: RUN_DIR/eval-val)")
     p.add_argument("--data", help="DATA to evaluate on (default: the run's)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("serve", help="a local web page and JSON API that name the flower in a photo",
+                       description="Serves / (upload page), POST /api/predict (multipart field 'file'), "
+                                   "GET /api/health and the OpenAPI schema at /openapi.json (docs at /docs).")
+    p.add_argument("model", metavar="RUN_DIR|CHECKPOINT|MODEL.onnx")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=20, help="largest upload accepted (default: 20)")
+    p.add_argument("--max-batch", type=int, default=16, help="requests answered by one forward pass at most")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="export a run for deployment without PyTorch (ONNX)")
+    p.add_argument("model", metavar="RUN_DIR|CHECKPOINT")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--output", required=True, metavar="MODEL.onnx")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("schedule", help="print and plot a learning-rate schedule before training")
     p.add_argument("--lr-schedule", default="competition", choices=["cosine", "competition", "constant"])

@@ -22,15 +22,20 @@ TTA_VIEWS = ("identity", "flip", "zoom")   # zoom: centre 87.5 %, resized back
 @dataclasses.dataclass
 class Predictor:
     name: str
-    model: torch.nn.Module
+    model: torch.nn.Module            # or an OnnxModel: anything mapping a float NCHW batch to logits
     num_classes: int
     image_size: int
     mean: tuple
     std: tuple
+    model_name: str = ""
 
 
 def load_predictor(path: str, device: torch.device | None = None) -> Predictor:
-    """A RUN_DIR (its best checkpoint) or a checkpoint file, as an eval-mode model on ``device``."""
+    """A RUN_DIR (its best checkpoint), a checkpoint file or an exported .onnx file, ready to predict."""
+    if str(path).endswith(".onnx"):
+        from petalnet.onnx_export import OnnxModel
+        m = OnnxModel(path)
+        return Predictor(path, m, m.num_classes, m.image_size, m.mean, m.std, m.model_name)
     file = os.path.join(path, "checkpoints", "best.pt") if os.path.isdir(path) else path
     state = checkpoint.load(file)
     for key in ("model", "model_name", "num_classes", "image_size", "mean", "std"):
@@ -39,18 +44,21 @@ def load_predictor(path: str, device: torch.device | None = None) -> Predictor:
     model, _ = create_model(state["model_name"], state["num_classes"], pretrained=False)
     model.load_state_dict(state["model"])
     model = model.to(device or torch.device("cpu"), memory_format=torch.channels_last).eval()
-    return Predictor(path, model, state["num_classes"], state["image_size"], tuple(state["mean"]), tuple(state["std"]))
+    return Predictor(path, model, state["num_classes"], state["image_size"], tuple(state["mean"]), tuple(state["std"]),
+                     state["model_name"])
 
 
-def _autocast(device: torch.device):
+def _autocast(device: torch.device, precision: str):
+    """bf16 autocast where it is fast (precision 'auto'), or none ('32')."""
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_supports_bf16())
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision != "32")
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision != "32" and cpu_supports_bf16())
 
 
 @torch.no_grad()
 def predict_batches(predictors: list[Predictor], batches, *, tta: bool = False,
-                    weights: list[float] | None = None, device: torch.device | None = None):
+                    weights: list[float] | None = None, device: torch.device | None = None,
+                    precision: str = "auto"):
     """Yield (probabilities (B, C), targets) per uint8 batch: softmax averaged over TTA views and over
     the ensemble, weighted by ``weights``."""
     device = device or torch.device("cpu")
@@ -70,7 +78,7 @@ def predict_batches(predictors: list[Predictor], batches, *, tta: bool = False,
             x = prep(images)
             for view in views:
                 v = x.flip(-1) if view == "flip" else _zoom(x) if view == "zoom" else x
-                with _autocast(device):
+                with _autocast(device, precision):
                     probs = F.softmax(p.model(v).float(), dim=1).double()
                 total = probs * (weight / len(views)) if total is None else total + probs * (weight / len(views))
         yield total.cpu(), targets
@@ -86,12 +94,12 @@ def _zoom(x: torch.Tensor, keep: float = 0.875) -> torch.Tensor:
 
 
 def predict_dataset(predictors, dataset, *, batch_size: int = 64, tta: bool = False, weights=None,
-                    workers: int = 1, progress=None):
+                    workers: int = 1, progress=None, precision: str = "auto"):
     """(probabilities (N, C) float64, targets: int64 labels or list of ids) over a whole dataset, in order."""
     loader = create_loader(dataset, batch_size, num_workers=workers)
     batches = progress(loader, total=len(loader), desc="predict", unit="batch") if progress else loader
     probs, targets = [], []
-    for p, t in predict_batches(predictors, batches, tta=tta, weights=weights):
+    for p, t in predict_batches(predictors, batches, tta=tta, weights=weights, precision=precision):
         probs.append(p)
         targets += t.tolist() if torch.is_tensor(t) else list(t)
     return torch.cat(probs).numpy(), (np.asarray(targets, np.int64) if dataset.labeled else targets)
@@ -135,20 +143,46 @@ def write_submission(path: str, ids: list[str], labels: np.ndarray) -> None:
             os.unlink(tmp)
 
 
-def load_photo(path: str, image_size: int) -> torch.Tensor:
-    """Any common image file as a uint8 CHW square (EXIF orientation applied, centre-cropped, resized)."""
+MAX_PIXELS = 50_000_000   # a larger image is refused before it is decoded (decompression bombs)
+
+
+def load_photo(source, image_size: int, name: str | None = None, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """A path, file object or bytes of any common image format as a uint8 CHW square (EXIF orientation
+    applied, centre-cropped, resized). Raises PetalnetError naming ``name`` (or the path)."""
+    import io
+    import warnings
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     from petalnet.data.writer import square
+    name = name or str(source)
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise PetalnetError(f"{name}: empty file")
+        source = io.BytesIO(source)
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img).convert("RGB")
-            img = square(img, image_size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as img:
+                if img.width * img.height > max_pixels:
+                    raise PetalnetError(f"{name}: image is {img.width}x{img.height}, over the limit of "
+                                        f"{max_pixels:,} pixels")
+                img = ImageOps.exif_transpose(img).convert("RGB")
+                img = square(img, image_size)
     except FileNotFoundError:
-        raise PetalnetError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as e:
-        raise PetalnetError(f"{path}: not a readable image ({e})") from None
+        raise PetalnetError(f"{name}: no such file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise PetalnetError(f"{name}: image too large to decode safely ({e})") from None
+    except UnidentifiedImageError:
+        raise PetalnetError(f"{name}: not a readable image (not a format Pillow knows)") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise PetalnetError(f"{name}: not a readable image ({e})") from None
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()
+
+
+def top_entries(probs: torch.Tensor, k: int) -> list[tuple[int, str, float]]:
+    values, idx = probs.topk(min(k, probs.shape[-1]))
+    return [(int(i), CLASSES[int(i)] if int(i) < len(CLASSES) else str(int(i)), float(v)) for v, i in zip(values, idx)]
 
 
 def top_k(predictors, photo_paths: list[str], k: int = 5, tta: bool = False, weights=None):
@@ -162,7 +196,5 @@ def top_k(predictors, photo_paths: list[str], k: int = 5, tta: bool = False, wei
             results.append((path, e))
             continue
         (probs, _), = predict_batches(predictors, [(img[None], [path])], tta=tta, weights=weights)
-        values, idx = probs[0].topk(min(k, probs.shape[1]))
-        results.append((path, [(int(i), CLASSES[int(i)] if int(i) < len(CLASSES) else str(int(i)), float(v))
-                               for v, i in zip(values, idx)]))
+        results.append((path, top_entries(probs[0], k)))
     return results

@@ -1,0 +1,69 @@
+"""ONNX export of a trained run, and an onnxruntime model that plugs into petalnet's predict path."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+
+from petalnet.errors import PetalnetError
+
+
+def export_onnx(run: str, output: str, opset: int = 17) -> str:
+    """Write ``output`` (dynamic batch); preprocessing constants and classes go into its metadata."""
+    from petalnet.predict import load_predictor
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise PetalnetError(f"{output}: folder {folder} does not exist")
+    p = load_predictor(run)
+    model = p.model.float().to(memory_format=torch.contiguous_format).eval()
+    dummy = torch.zeros(2, 3, p.image_size, p.image_size)
+    tmp = f"{output}.{os.getpid()}.tmp.onnx"
+    try:
+        torch.onnx.export(model, (dummy,), tmp, input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
+                          dynamo=False)
+        import onnx
+        proto = onnx.load(tmp)
+        meta = {"petalnet.image_size": str(p.image_size), "petalnet.mean": json.dumps(list(p.mean)),
+                "petalnet.std": json.dumps(list(p.std)), "petalnet.num_classes": str(p.num_classes),
+                "petalnet.model_name": p.model_name, "petalnet.input": "NCHW float32, (x/255 - mean) / std"}
+        for k, v in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        onnx.save(proto, tmp)
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return output
+
+
+class OnnxModel:
+    """Callable like a torch module (NCHW float tensor in, logits tensor out), run by onnxruntime."""
+
+    def __init__(self, path: str):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise PetalnetError(f"{path}: running ONNX models needs onnxruntime: pip install 'petalnet[onnx]'") from None
+        try:
+            self.session = ort.InferenceSession(path, providers=ort.get_available_providers())
+        except Exception as e:   # onnxruntime raises its own exception types for bad files
+            raise PetalnetError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "petalnet.image_size" not in meta:
+            raise PetalnetError(f"{path}: not exported by `petalnet export` (no petalnet metadata)")
+        self.image_size = int(meta["petalnet.image_size"])
+        self.mean, self.std = tuple(json.loads(meta["petalnet.mean"])), tuple(json.loads(meta["petalnet.std"]))
+        self.num_classes = int(meta["petalnet.num_classes"])
+        self.model_name = meta.get("petalnet.model_name", "onnx")
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
+        return torch.from_numpy(self.session.run(None, {self.input: arr})[0])
+
+    def eval(self):
+        return self

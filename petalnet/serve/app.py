@@ -1,0 +1,139 @@
+"""FastAPI app: the upload page, ``POST /api/predict``, ``GET /api/health``.
+
+Requests are decoded in worker threads and batched: a single task collects the images that arrive
+within a few milliseconds (up to ``max_batch``) and runs them through the model together in a thread,
+so parallel requests share one forward pass and the event loop never waits on the model.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from petalnet.errors import PetalnetError
+from petalnet.predict import MAX_PIXELS, Predictor, load_photo, predict_batches, top_entries
+
+PAGE = os.path.join(os.path.dirname(__file__), "page.html")
+ACCEPTED_TYPES = ("image/", "application/octet-stream")
+
+
+class Batcher:
+    """Collects single images into batches for one model."""
+
+    def __init__(self, predictor: Predictor, max_batch: int = 16, max_wait: float = 0.005):
+        self.predictor, self.max_batch, self.max_wait = predictor, max_batch, max_wait
+        self.queue: asyncio.Queue | None = None
+        self.task: asyncio.Task | None = None
+        self.batch_sizes: list[int] = []   # recent batch sizes, for /api/health and tests
+
+    async def start(self):
+        self.queue = asyncio.Queue()
+        self.task = asyncio.create_task(self._run())
+
+    async def stop(self):
+        if self.task:
+            self.task.cancel()
+
+    async def predict(self, image: torch.Tensor) -> torch.Tensor:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((image, future))
+        return await future
+
+    async def _run(self):
+        while True:
+            items = [await self.queue.get()]
+            deadline = time.perf_counter() + self.max_wait
+            while len(items) < self.max_batch and (left := deadline - time.perf_counter()) > 0:
+                try:
+                    items.append(await asyncio.wait_for(self.queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+            batch = torch.stack([img for img, _ in items])
+            self.batch_sizes = (self.batch_sizes + [len(items)])[-1000:]
+            try:
+                probs = await asyncio.to_thread(self._forward, batch)
+            except Exception as e:   # a model failure answers every waiting request, and the loop goes on
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            for (_, fut), p in zip(items, probs):
+                if not fut.done():
+                    fut.set_result(p)
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        (probs, _), = predict_batches([self.predictor], [(batch, None)])
+        return probs
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_pixels: int = MAX_PIXELS,
+               max_batch: int = 16, top_k: int = 5) -> FastAPI:
+    batcher = Batcher(predictor, max_batch=max_batch)
+    name = os.path.basename(os.path.normpath(predictor.name))
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="petalnet", description="Names the flower species in a photo.", lifespan=lifespan)
+    app.state.batcher = batcher
+
+    @app.middleware("http")
+    async def refuse_large_bodies(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_bytes + 64 * 1024:   # room for the form fields
+            return _error(413, f"upload of {int(length):,} bytes is over the limit of {max_bytes:,} bytes")
+        return await call_next(request)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        with open(PAGE, encoding="utf-8") as fh:
+            return fh.read()
+
+    @app.get("/api/health")
+    async def health():
+        return {"status": "ok", "model": name, "model_name": predictor.model_name,
+                "classes": predictor.num_classes, "image_size": predictor.image_size}
+
+    @app.post("/api/predict")
+    async def predict(file: UploadFile = File(..., description="the photo (JPEG, PNG, WebP, ...)")):
+        t0 = time.perf_counter()
+        ctype = (file.content_type or "").lower()
+        if not ctype.startswith(ACCEPTED_TYPES):
+            return _error(415, f"{file.filename}: content type {ctype or 'none'} is not an image")
+        data = await file.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            return _error(413, f"{file.filename}: upload is over the limit of {max_bytes:,} bytes")
+        if not data:
+            return _error(400, f"{file.filename or 'upload'}: empty file")
+        try:
+            image = await asyncio.to_thread(load_photo, data, predictor.image_size, file.filename or "upload",
+                                            max_pixels)
+        except PetalnetError as e:
+            status = 413 if "limit" in str(e) or "too large" in str(e) else 400
+            return _error(status, str(e))
+        probs = await batcher.predict(image)
+        top = [{"label": c, "name": n, "probability": round(p, 6)} for c, n, p in top_entries(probs, top_k)]
+        return {"top": top, "model": name, "ms": round((time.perf_counter() - t0) * 1000, 1)}
+
+    return app
+
+
+def serve(model_path: str, host: str = "127.0.0.1", port: int = 8000, **kwargs) -> None:
+    import uvicorn
+
+    from petalnet.predict import load_predictor
+    predictor = load_predictor(model_path)
+    print(f"petalnet: serving {model_path} on http://{host}:{port}/ (API docs at /docs)", flush=True)
+    uvicorn.run(create_app(predictor, **kwargs), host=host, port=port, log_level="warning")

@@ -1,0 +1,74 @@
+import concurrent.futures
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from petalnet.classes import CLASSES
+from petalnet.predict import load_predictor
+from petalnet.serve.app import create_app
+from tests.serve.conftest import png_bytes
+
+
+@pytest.fixture(scope="module")
+def client(served_run):
+    app = create_app(load_predictor(served_run), max_bytes=1_000_000)
+    with TestClient(app) as c:
+        yield c
+
+
+def _post(client, data, name="photo.jpg", ctype="image/jpeg"):
+    return client.post("/api/predict", files={"file": (name, data, ctype)})
+
+
+def _ok(client, daisy_jpeg):
+    r = _post(client, daisy_jpeg)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["top"]) == 5 and body["model"] == "lite0" and body["ms"] > 0
+    probs = [t["probability"] for t in body["top"]]
+    assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+    assert all(t["name"] == CLASSES[t["label"]] for t in body["top"])
+    return body
+
+
+def test_health_openapi_and_page(client):
+    h = client.get("/api/health").json()
+    assert h["status"] == "ok" and h["classes"] == 104 and h["image_size"] == 64
+    schema = client.get("/openapi.json").json()
+    assert "/api/predict" in schema["paths"] and "/api/health" in schema["paths"]
+    page = client.get("/").text
+    assert "<input" in page and "api/predict" in page
+    assert "http://" not in page and "https://" not in page   # nothing from the internet
+
+
+@pytest.mark.parametrize("case", ["empty", "text", "truncated", "bomb", "content-type", "too-big", "no-field"])
+def test_bad_uploads_get_4xx_json_and_the_server_keeps_serving(client, daisy_jpeg, case):
+    if case == "empty":
+        r, status, words = _post(client, b""), 400, "empty"
+    elif case == "text":
+        r, status, words = _post(client, b"just some words, not pixels" * 10), 400, "not a readable image"
+    elif case == "truncated":
+        r, status, words = _post(client, daisy_jpeg[: len(daisy_jpeg) // 2]), 400, "truncated"
+    elif case == "bomb":   # 64 megapixels in a few kilobytes of PNG
+        r, status, words = _post(client, png_bytes(Image.new("1", (8000, 8000))), "bomb.png", "image/png"), 413, \
+            "over the limit"
+    elif case == "content-type":
+        r, status, words = _post(client, daisy_jpeg, "daisy.txt", "text/plain"), 415, "not an image"
+    elif case == "too-big":
+        r, status, words = _post(client, b"\xff\xd8" + b"\0" * 2_000_000), 413, "over the limit"
+    else:
+        r, status, words = client.post("/api/predict", data={"other": "x"}), 422, ""
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert words in (body.get("error") or str(body.get("detail")))
+    _ok(client, daisy_jpeg)   # still serving
+
+
+def test_parallel_requests_are_batched(client, daisy_jpeg):
+    client.app.state.batcher.batch_sizes.clear()
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: _post(client, daisy_jpeg).json(), range(32)))
+    assert all(r["top"] == results[0]["top"] for r in results)
+    sizes = client.app.state.batcher.batch_sizes
+    assert sum(sizes) == 32 and max(sizes) > 1, sizes
