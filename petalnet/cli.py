@@ -96,8 +96,8 @@ def cmd_demo(args) -> int:
     result = train(TrainConfig(data=root, out=args.out, epochs=args.epochs, seed=args.seed, force=args.force,
                                quiet=args.quiet, workers=args.workers))
     grid = sample_grid(datasets["train"], os.path.join(args.out, "train_samples.png"), title="synthetic train")
-    with open(os.path.join(args.out, "data.json"), "w") as fh:
-        json.dump({"data": root, **summary}, fh, indent=1)
+    from petalnet.atomic import write_json
+    write_json({"data": root, **summary}, os.path.join(args.out, "data.json"))
     print(f"val macro-F1 {result['best_val_macro_f1']:.4f}, accuracy {result['best_val_accuracy']:.4f}; "
           f"run folder {args.out}: summary.json, history.jsonl, curves.png, lr.png, checkpoints/, {os.path.basename(grid)}")
     return 0
@@ -214,7 +214,7 @@ def cmd_evaluate(args) -> int:
                                      weights=args.ensemble_weights, progress=_progress())
     result = evaluation(probs, targets)
     os.makedirs(out, exist_ok=True)
-    from petalnet.checkpoint import write_json
+    from petalnet.atomic import write_json
     report = {k: v for k, v in result.items() if k != "confusion_matrix"}
     write_json({**report, "split": name, "models": [p.name for p in predictors], "tta": args.tta},
                os.path.join(out, "metrics.json"))
@@ -261,7 +261,7 @@ def cmd_predict(args) -> int:
         return 1 if failed else 0
     if not args.data:
         raise PetalnetError("predict needs --data DATA (a split to submit) or photo files")
-    for path in filter(None, (args.output, args.probs)):
+    for path in filter(None, (args.output, args.probs)):   # fail before the slow part, not after it
         if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise PetalnetError(f"{path}: folder {os.path.dirname(os.path.abspath(path))} does not exist")
     name, ds = _split(args, False)
@@ -269,9 +269,9 @@ def cmd_predict(args) -> int:
     probs, _ = predict_dataset(predictors, ds, batch_size=args.batch_size, tta=args.tta,
                                weights=args.ensemble_weights, progress=_progress())
     if args.probs:
-        tmp = f"{args.probs}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, probs=probs.astype(np.float32), ids=np.asarray(ids))
-        os.replace(tmp, args.probs)
+        from petalnet.atomic import atomic_path
+        with atomic_path(args.probs, ".npz") as tmp:
+            np.savez(tmp, probs=probs.astype(np.float32), ids=np.asarray(ids))
     write_submission(args.output, ids, probs.argmax(1))
     print(f"{args.output}: {len(ids)} rows (split '{name}'" + (", TTA" if args.tta else "")
           + (f", ensemble of {len(predictors)}" if len(predictors) > 1 else "") + ")")

@@ -5,7 +5,7 @@ import json
 import os
 import time
 
-from petalnet.checkpoint import write_json
+from petalnet.atomic import write_json
 from petalnet.classes import CLASSES
 from petalnet.data.dataset import open_split
 from petalnet.errors import PetalnetError

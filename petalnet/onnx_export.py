@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import torch
@@ -13,14 +12,11 @@ from petalnet.errors import PetalnetError
 def export_onnx(run: str, output: str, opset: int = 17) -> str:
     """Write ``output`` (dynamic batch); preprocessing constants and classes go into its metadata."""
     from petalnet.predict import load_predictor
-    folder = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(folder):
-        raise PetalnetError(f"{output}: folder {folder} does not exist")
-    p = load_predictor(run)
-    model = p.model.float().to(memory_format=torch.contiguous_format).eval()
-    dummy = torch.zeros(2, 3, p.image_size, p.image_size)
-    tmp = f"{output}.{os.getpid()}.tmp.onnx"
-    try:
+    from petalnet.atomic import atomic_path
+    with atomic_path(output, ".onnx") as tmp:
+        p = load_predictor(run)
+        model = p.model.float().to(memory_format=torch.contiguous_format).eval()
+        dummy = torch.zeros(2, 3, p.image_size, p.image_size)
         torch.onnx.export(model, (dummy,), tmp, input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
                           dynamo=False)
@@ -33,10 +29,6 @@ def export_onnx(run: str, output: str, opset: int = 17) -> str:
             entry = proto.metadata_props.add()
             entry.key, entry.value = k, v
         onnx.save(proto, tmp)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return output
 
 

@@ -12,19 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def save_figure(fig, path: str) -> str:
     """Write a figure atomically (temp file + rename) and close it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        from petalnet.errors import PetalnetError
-        raise PetalnetError(f"{path}: folder {folder} does not exist")
-    root, ext = os.path.splitext(path)
-    tmp = f"{root}.{os.getpid()}.tmp{ext or '.png'}"
+    from petalnet.atomic import atomic_path
     try:
-        fig.savefig(tmp, dpi=fig.dpi, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_path(path, os.path.splitext(path)[1] or ".png") as tmp:
+            fig.savefig(tmp, dpi=fig.dpi, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

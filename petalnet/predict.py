@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from petalnet import checkpoint, metrics
+from petalnet.atomic import atomic_path
 from petalnet.accel import DevicePreprocess, cpu_supports_bf16
 from petalnet.classes import CLASSES
 from petalnet.data.loader import create_loader
@@ -128,19 +129,10 @@ def evaluation(probs: np.ndarray, labels: np.ndarray) -> dict:
 
 def write_submission(path: str, ids: list[str], labels: np.ndarray) -> None:
     """``id,label`` rows, written to a temp file and renamed: never a half-written CSV."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise PetalnetError(f"{path}: folder {folder} does not exist")
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["id", "label"])
-            w.writerows(zip(ids, (int(v) for v in labels)))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "label"])
+        w.writerows(zip(ids, (int(v) for v in labels)))
 
 
 MAX_PIXELS = 50_000_000   # a larger image is refused before it is decoded (decompression bombs)

@@ -6,6 +6,7 @@ import html
 import json
 import os
 
+from petalnet.atomic import write_text as write_html
 from petalnet.errors import PetalnetError
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
@@ -33,17 +34,6 @@ def _page(title: str, subtitle: str, parts: list[str]) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
             f"<p class='sub'>{html.escape(subtitle)}</p>{''.join(parts)}</body></html>")
-
-
-def write_html(text: str, path: str) -> str:
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise PetalnetError(f"{path}: folder {folder} does not exist")
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return path
 
 
 def run_report(run_dir: str, eval_dir: str | None, path: str) -> str:

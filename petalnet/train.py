@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from petalnet import checkpoint, metrics
+from petalnet.atomic import write_json, write_lines
 from petalnet.accel import DevicePreprocess, flip_mask, make_fabric, resolve_precision
 from petalnet.classes import NUM_CLASSES
 from petalnet.data.dataset import TFRecordImages
@@ -200,7 +201,7 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
 
     if rank0:
         os.makedirs(os.path.join(cfg.out, "checkpoints"), exist_ok=True)
-        checkpoint.write_json({**dataclasses.asdict(cfg), "resolved": {
+        write_json({**dataclasses.asdict(cfg), "resolved": {
             "image_size": image_size, "data_image_size": data_size, "peak_lr": schedule.peak,
             "warmup_epochs": schedule.rampup_epochs, "precision": cfg.precision,
             "world_size": world, "global_batch": cfg.batch_size * world, "weights": source,
@@ -290,7 +291,7 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
                 if improved or not val_loader:
                     checkpoint.save({**meta, "model": module.state_dict(), "epoch": epoch + 1, "metrics": row},
                                     os.path.join(cfg.out, "checkpoints", "best.pt"))
-                checkpoint.write_lines(history, os.path.join(cfg.out, "history.jsonl"))
+                write_lines(history, os.path.join(cfg.out, "history.jsonl"))
                 _say(_epoch_line(row, cfg.epochs))
             if cfg.max_steps and total_steps >= cfg.max_steps:
                 break
@@ -301,7 +302,7 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
                / max(train_seconds, 1e-9), "world_size": world, "weights": source,
                "parameters": sum(p.numel() for p in module.parameters())}
     if rank0:
-        checkpoint.write_json(summary, os.path.join(cfg.out, "summary.json"))
+        write_json(summary, os.path.join(cfg.out, "summary.json"))
         from petalnet.plots import plot_history, plot_schedule
         plot_history(history, os.path.join(cfg.out, "curves.png"), title=f"{cfg.model} at {image_size}px")
         plot_schedule(schedule, steps_per_epoch, os.path.join(cfg.out, "lr.png"))

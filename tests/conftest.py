@@ -28,3 +28,11 @@ def val_copy(tmp_path, petals):
     dst.parent.mkdir()
     shutil.copy(src, dst)
     return str(dst)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

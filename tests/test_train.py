@@ -1,7 +1,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from petalnet.data.synthetic import synthetic_data
 from petalnet.errors import PetalnetError
 from petalnet.schedules import Schedule
 from petalnet.train import TrainConfig, train
+from tests.conftest import free_port
 
 # fields of a history row that must repeat exactly; timings never do
 COMPARED = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1")
@@ -156,14 +156,8 @@ def _same(got, want):
     return True
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_torchrun_nodes_on_loopback(synthetic, tmp_path):
-    port = _free_port()
+    port = free_port()
     procs = []
     for node in (0, 1):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",

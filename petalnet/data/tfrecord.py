@@ -19,7 +19,8 @@ import crc32c
 import numpy as np
 
 from petalnet.data import files
-from petalnet.errors import RecordError
+from petalnet.atomic import write_json
+from petalnet.errors import PetalnetError, RecordError
 
 HEADER, FOOTER = 12, 4
 _MASK_DELTA = 0xA282EAD8
@@ -163,13 +164,10 @@ def load_index(path: str, *, skip_bad: bool = False, use_cache: bool = True) -> 
     _warn_skipped(index)
     if use_cache:
         try:   # the cache is an optimisation: a read-only cache folder must not stop reading
-            tmp = f"{cache}.{os.getpid()}.tmp"
-            with open(tmp, "w") as fh:
-                json.dump({"format": _INDEX_VERSION, "path": path, "size": index.size, "version": index.version,
-                           "offsets": index.offsets.tolist(), "lengths": index.lengths.tolist(),
-                           "problems": index.problems, "verified": index.verified}, fh)
-            os.replace(tmp, cache)
-        except OSError:
+            write_json({"format": _INDEX_VERSION, "path": path, "size": index.size, "version": index.version,
+                        "offsets": index.offsets.tolist(), "lengths": index.lengths.tolist(),
+                        "problems": index.problems, "verified": index.verified}, cache)
+        except (OSError, PetalnetError):
             pass
     return index
 

@@ -1,7 +1,6 @@
 """End to end: the served page in headless Chromium, a real petals-mini photo uploaded, names shown."""
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -10,18 +9,13 @@ import urllib.request
 import pytest
 
 from petalnet.classes import CLASSES
+from tests.conftest import free_port
 from tests.serve.conftest import ARTIFACTS
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def server(served_run):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "petalnet", "serve", served_run, "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
