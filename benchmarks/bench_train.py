@@ -4,10 +4,15 @@ loop on the same model, batch and precision with tensors already in memory, in t
 Both count steady-state images/s after 10 warm-up steps.
 usage: python benchmarks/bench_train.py [--model tf_efficientnet_lite0] [--image-size 192] [--batch 32]
        [--steps 80] [--repeats 3] [--fine-tune] [--precision auto] [--workers 2] [--data DIR]
+       [--repeat-data N] [--no-pretrained] [--compile] [--decode gpu] [--json FILE]
+On a GPU, e.g.: --model efficientnet_b0 --image-size 224 --batch 256 --fine-tune --no-pretrained
+--repeat-data 10 --steps 120 --repeats 1 (the train split's files named 10 times, so one epoch is long).
 """
 from __future__ import annotations
 
 import argparse
+import glob
+import json
 import os
 import statistics
 import tempfile
@@ -27,7 +32,7 @@ DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "d
 def bare_loop(args, precision: str) -> float:
     """The same step without petalnet: model, AdamW, autocast, channels-last, in-memory batches."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, _ = create_model(args.model, 104, pretrained=True)
+    model, _ = create_model(args.model, 104, pretrained=args.pretrained)
     set_backbone_frozen(model, not args.fine_tune)
     model = model.to(device, memory_format=torch.channels_last)
     train_mode(model)
@@ -36,6 +41,7 @@ def bare_loop(args, precision: str) -> float:
     x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 104, (args.batch,), device=device)
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    net = torch.compile(model) if args.compile else model
     t0 = None
     for step in range(args.steps):
         if step == 10:
@@ -43,21 +49,32 @@ def bare_loop(args, precision: str) -> float:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(x)
+            logits = net(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=0.1)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
     loss.item()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return (args.steps - 10) * args.batch / (time.perf_counter() - t0)
+
+
+def train_data(args):
+    """The train split, its files named ``--repeat-data`` times (one long epoch, no validation)."""
+    if args.repeat_data <= 1:
+        return args.data
+    files = sorted(glob.glob(os.path.join(glob.escape(args.data), "**", "train", "*.tfrec"), recursive=True))
+    return files * args.repeat_data
 
 
 def petalnet_loop(args) -> float:
     with tempfile.TemporaryDirectory() as out:
-        result = train(TrainConfig(data=args.data, out=os.path.join(out, "run"), model=args.model,
+        result = train(TrainConfig(data=train_data(args), out=os.path.join(out, "run"), model=args.model,
                                    image_size=args.image_size, batch_size=args.batch, epochs=100,
                                    freeze_backbone=not args.fine_tune, precision=args.precision,
-                                   workers=args.workers, quiet=True, max_steps=args.steps))
+                                   pretrained=args.pretrained, workers=args.workers, quiet=True,
+                                   max_steps=args.steps, compile=args.compile, decode=args.decode))
     return result["steady_images_per_second"]
 
 
@@ -73,18 +90,38 @@ def main() -> None:
     ap.add_argument("--fine-tune", action="store_true", help="train every layer (default: the head, as the recipe)")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--workers", type=int, help="loader workers (default: petalnet's choice)")
+    ap.add_argument("--repeat-data", type=int, default=1, help="name the train files N times (longer epoch)")
+    ap.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random init (speed only)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile both loops")
+    ap.add_argument("--decode", default="cpu", choices=["cpu", "gpu"], help="petalnet's JPEG decode (default: cpu)")
+    ap.add_argument("--json", metavar="FILE", help="append the result as one JSON line")
     args = ap.parse_args()
     precision = resolve_precision(args.precision, "auto")
     device = make_fabric(precision=args.precision).device
     print(f"{args.model} at {args.image_size}px, batch {args.batch}, {precision}, "
-          f"{'all layers' if args.fine_tune else 'head only'}, {device}, {os.cpu_count()} CPUs")
-    ours, bare = [], []
+          f"{'all layers' if args.fine_tune else 'head only'}, {device}, {os.cpu_count()} CPUs"
+          f"{', compiled' if args.compile else ''}, decode on {args.decode}")
+    ours, bare, peak = [], [], {}
     for r in range(args.repeats):   # alternate, so drifts of a shared machine hit both alike
-        ours.append(petalnet_loop(args))
-        bare.append(bare_loop(args, precision))
+        for name, run, rates in (("petalnet", lambda: petalnet_loop(args), ours),
+                                 ("bare", lambda: bare_loop(args, precision), bare)):
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            rates.append(run())
+            if device.type == "cuda":
+                peak[name] = max(peak.get(name, 0), torch.cuda.max_memory_allocated() / 2**20)
         print(f"  repeat {r + 1}: petalnet {ours[-1]:.1f} img/s, bare {bare[-1]:.1f} img/s")
     o, b = statistics.median(ours), statistics.median(bare)
-    print(f"petalnet train {o:.1f} img/s, bare PyTorch loop {b:.1f} img/s, ratio {o / b:.3f} (medians of {args.repeats})")
+    print(f"petalnet train {o:.1f} img/s, bare PyTorch loop {b:.1f} img/s, ratio {o / b:.3f} (medians of {args.repeats})"
+          + "".join(f", peak GPU memory {k} {v:.0f} MiB" for k, v in peak.items()))
+    if args.json:
+        row = {"model": args.model, "image_size": args.image_size, "batch": args.batch, "precision": precision,
+               "compile": args.compile, "decode": args.decode, "fine_tune": args.fine_tune, "petalnet": o,
+               "bare": b, "ratio": o / b, "device": str(device)}
+        row.update({f"peak_gpu_mib_{k}": v for k, v in peak.items()})
+        with open(args.json, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,27 @@ def flip_mask(indices: torch.Tensor, epoch: int, seed: int) -> torch.Tensor:
     return ((h ^ (h >> 12)) >> 7) & 1 == 1
 
 
+def decode_on_device(encoded: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """A list of encoded JPEGs (1-D uint8 tensors) -> uint8 NCHW batch, decoded in one batched nvJPEG
+    call on a CUDA device (on the CPU, one after another with libjpeg-turbo)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+    if device.type == "cuda":
+        # nvJPEG's hardware engine ignores stream order and can write into blocks the caching allocator
+        # just freed while queued kernels still read them (NaNs in training): drain the stream first
+        # (pytorch/vision#9606, meta-pytorch/torchcodec#1634).
+        torch.cuda.current_stream(device).synchronize()
+    try:
+        images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError as e:
+        raise PetalnetError(f"a JPEG in this batch cannot be decoded on {device} ({str(e).splitlines()[0][:200]}); "
+                            "`petalnet inspect --verify DATA` names the record") from None
+    shapes = {tuple(im.shape) for im in images}
+    if len(shapes) > 1:
+        raise PetalnetError(f"images of different sizes in one batch ({sorted(shapes)[:3]}): "
+                            "`petalnet inspect --verify DATA` names the records")
+    return torch.stack(images)
+
+
 class DevicePreprocess:
     """uint8 NCHW batch on the host -> normalised float batch on the device (timm's PrefetchLoader idea):
     the copy is a quarter of float32's, and resize, flip and normalise run on the accelerator."""
@@ -61,12 +82,16 @@ class DevicePreprocess:
         self.scale = 1 / (torch.tensor(std, device=device).view(1, 3, 1, 1) * 255)
         self.shift = -torch.tensor(mean, device=device).view(1, 3, 1, 1) / torch.tensor(std, device=device).view(1, 3, 1, 1)
 
-    def __call__(self, images: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
-        x = images.to(self.device, non_blocking=True)
+    def __call__(self, images: torch.Tensor | list[torch.Tensor], flip: torch.Tensor | None = None) -> torch.Tensor:
+        x = decode_on_device(images, self.device) if isinstance(images, list) else \
+            images.to(self.device, non_blocking=True)
         if flip is not None:   # on uint8, a quarter of float's bytes
-            flip = flip.to(self.device)
-            x = x.clone()
-            x[flip] = x[flip].flip(-1)
+            flip = flip.to(self.device, non_blocking=True)
+            if x.device.type == "cpu":   # copies only the flipped half
+                x = x.clone()
+                x[flip] = x[flip].flip(-1)
+            else:   # no boolean indexing: it waits for the device (nonzero) and stalls the queue
+                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         x = x.float()
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)

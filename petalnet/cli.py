@@ -65,9 +65,19 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from petalnet.data.convert import convert
-    written = convert(args.image_dir, args.out, args.size, val_fraction=args.val_fraction, seed=args.seed,
-                      quality=args.quality, shard_size=args.shard_size, force=args.force, progress=_progress())
+    from petalnet.data.convert import convert, resize_records
+    from petalnet.data.discovery import discover
+    try:
+        discover(args.image_dir)
+        records = True
+    except PetalnetError:
+        records = False
+    if records:   # TFRecords in: same splits, ids and labels, new size
+        written = resize_records(args.image_dir, args.out, args.size, quality=args.quality,
+                                 shard_size=args.shard_size, force=args.force, progress=_progress())
+    else:
+        written = convert(args.image_dir, args.out, args.size, val_fraction=args.val_fraction, seed=args.seed,
+                          quality=args.quality, shard_size=args.shard_size, force=args.force, progress=_progress())
     for split, paths in written.items():
         print(f"{split}: {len(paths)} file(s) in {os.path.dirname(paths[0])}")
     return 0
@@ -146,6 +156,10 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="auto: bf16 autocast where the CPU/GPU supports it, else 32")
     g.add_argument("--workers", type=int, help="DataLoader workers per device (default: 1 on CPU, "
                    "CPUs / GPUs on GPU)")
+    g.add_argument("--decode", default=d.decode, choices=["cpu", "gpu"],
+                   help="where JPEGs are decoded: cpu (loader workers, libjpeg-turbo) or gpu (batched nvJPEG; "
+                        "workers only read records) (default: cpu)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (first steps slower)")
     g.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)
 
 
@@ -373,11 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p)
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("convert", help="turn a class-per-folder image tree into competition TFRecords",
+    p = sub.add_parser("convert", help="turn a class-per-folder image tree into competition TFRecords, "
+                                       "or resize TFRecords",
                        description="IMAGE_DIR/<class>/*.jpg, where <class> is a competition class name "
                                    "(daisy, common_tulip) or index (48), becomes "
-                                   "OUT/tfrecords-jpeg-SxS/{train,val}/NN-SxS-COUNT.tfrec.")
-    p.add_argument("image_dir", metavar="IMAGE_DIR")
+                                   "OUT/tfrecords-jpeg-SxS/{train,val}/NN-SxS-COUNT.tfrec. When IMAGE_DIR holds "
+                                   "competition TFRecords instead, every split is re-encoded at --size "
+                                   "with its ids and labels.")
+    p.add_argument("image_dir", metavar="IMAGE_DIR|DATA")
     p.add_argument("out", metavar="OUT")
     p.add_argument("--size", type=int, required=True, help="square image size in pixels (192, 224, 331, 512)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of each class put in val (default: 0.2)")

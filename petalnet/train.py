@@ -67,6 +67,8 @@ class TrainConfig:
     num_nodes: int = 1
     precision: str = "auto"
     workers: int | None = None             # None: 1 on CPU (the model needs the cores), else CPUs / devices
+    decode: str = "cpu"                    # "gpu": loader workers only read; nvJPEG decodes batches on the GPU
+    compile: bool = False                  # torch.compile the training forward/backward
     train_split: str = "train"
     val_split: str = "val"
     quiet: bool = False
@@ -157,23 +159,29 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
 
     # data
     src = discover(cfg.data)
-    train_ds = TFRecordImages(src.split(cfg.train_split), image_size=src.image_size, labeled=True)
-    val_ds = (TFRecordImages(src.split(cfg.val_split), image_size=src.image_size, labeled=True)
+    if cfg.decode not in ("cpu", "gpu"):
+        raise PetalnetError(f"--decode {cfg.decode}: choose cpu or gpu")
+    if cfg.decode == "gpu" and fabric.device.type != "cuda":
+        raise PetalnetError(f"--decode gpu needs a CUDA device (this run is on {fabric.device.type})")
+    cpu_decode = cfg.decode == "cpu"
+    train_ds = TFRecordImages(src.split(cfg.train_split), image_size=src.image_size, labeled=True, decode=cpu_decode)
+    val_ds = (TFRecordImages(src.split(cfg.val_split), image_size=src.image_size, labeled=True, decode=cpu_decode)
               if cfg.val_split and cfg.val_split in src.splits else None)
     for ds in filter(None, (train_ds, val_ds)):
         labels, _ = ds.metadata()
         if len(labels) and (labels.min() < 0 or labels.max() >= cfg.num_classes):
             raise PetalnetError(f"{cfg.data}: labels range {labels.min()}..{labels.max()}, outside the model's "
                                 f"{cfg.num_classes} classes (--num-classes)")
-    data_size = src.image_size or train_ds.load(0)[0].shape[-1]
+    data_size = src.image_size or TFRecordImages(train_ds.paths[:1]).load(0)[0].shape[-1]
     image_size = cfg.image_size or data_size
     world = fabric.world_size
     workers = cfg.workers if cfg.workers is not None else default_workers(fabric)
+    on_gpu = fabric.device.type == "cuda"   # pinned pages for non-blocking copies; workers kept across epochs
     train_loader = create_loader(WithIndex(train_ds), cfg.batch_size, shuffle=True, rank=fabric.global_rank,
                                  world_size=world, num_workers=workers, seed=cfg.seed, pad=True,
-                                 pin_memory=fabric.device.type == "cuda")
+                                 pin_memory=on_gpu, persistent_workers=on_gpu)
     val_loader = val_ds and create_loader(val_ds, cfg.batch_size * 2, rank=fabric.global_rank, world_size=world,
-                                          num_workers=workers, pin_memory=fabric.device.type == "cuda")
+                                          num_workers=workers, pin_memory=on_gpu, persistent_workers=on_gpu)
 
     # model
     model, source = create_model(cfg.model, cfg.num_classes, pretrained=cfg.pretrained, weights=cfg.weights)
@@ -189,7 +197,7 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
         start_epoch, start_step, history = resume["epoch"], resume["step"], resume["history"]
         best, acc = resume["best"], resume["accumulators"]
     module = model
-    model = fabric.setup_module(model)
+    model = fabric.setup_module(torch.compile(model) if cfg.compile else model)
     optimizer = fabric.setup_optimizers(optimizer)
     if resume:
         _set_rng_state(resume["rng"])
@@ -227,7 +235,8 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
             if frozen and cfg.freeze_epochs > 0 and epoch >= cfg.freeze_epochs:
                 frozen = False
                 set_backbone_frozen(module, False)
-                model = fabric.setup_module(module)   # DDP must register the newly trainable parameters
+                # DDP must register the newly trainable parameters
+                model = fabric.setup_module(torch.compile(module) if cfg.compile else module)
             train_mode(module)
             step0 = start_step if epoch == start_epoch else 0
             train_loader.sampler.set_epoch(epoch, start=step0 * cfg.batch_size)
@@ -240,7 +249,9 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
                 lr = schedule(epoch + step / steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                x = prep(images, flip_mask(indices, epoch, cfg.seed) if cfg.flip else None)
+                # the coin is computed where the batch goes: a pageable host->device copy would block
+                flips = flip_mask(indices.to(fabric.device, non_blocking=True), epoch, cfg.seed) if cfg.flip else None
+                x = prep(images, flips)
                 y = labels.to(fabric.device, non_blocking=True)
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)

@@ -1,4 +1,4 @@
-"""Turn a class-per-folder image tree into competition TFRecords (``petalnet convert``)."""
+"""``petalnet convert``: a class-per-folder image tree into competition TFRecords, or TFRecords to another size."""
 from __future__ import annotations
 
 import hashlib
@@ -111,4 +111,34 @@ def convert(image_dir: str, out: str, size: int, *, val_fraction: float = 0.2, s
                 jpegs = progress(jpegs, total=len(group), desc=split)
             records = [{"image": jpeg, "class": label, "id": ids[rel]} for (rel, label), jpeg in zip(group, jpegs)]
             written[split] = layout.write(split, records, shard_size)
+    return written
+
+
+def resize_records(data: str, out: str, size: int, *, quality: int = 95, shard_size: int = 512,
+                   force: bool = False, workers: int | None = None, progress=None) -> dict[str, list[str]]:
+    """Re-encode competition TFRecords (any layout ``discover`` takes) at another ``size``, every split
+    with its ids and labels, into ``out/tfrecords-jpeg-SxS`` (e.g. 192 px data for a 331 px model)."""
+    from petalnet.data.dataset import TFRecordImages
+    from petalnet.data.discovery import discover
+
+    if size < 8:
+        raise PetalnetError(f"--size must be at least 8, got {size}")
+    src = discover(data)
+
+    def load(ds: TFRecordImages, i: int) -> dict:
+        img, feats = ds.load(i)
+        pil = Image.fromarray(img.permute(1, 2, 0).numpy())
+        rec = {"image": jpeg_bytes(square(pil, size), quality), "id": feats[ds.id_key]}
+        if ds.labeled:
+            rec["class"] = int(feats[ds.label_key])
+        return rec
+
+    written = {}
+    with LayoutWriter(out, size, force) as layout, ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+        for split, paths in src.splits.items():
+            ds = TFRecordImages(paths, image_size=src.image_size)
+            records = pool.map(lambda i: load(ds, i), range(len(ds)))
+            if progress:
+                records = progress(records, total=len(ds), desc=split)
+            written[split] = layout.write(split, list(records), shard_size)
     return written

@@ -42,11 +42,13 @@ class TFRecordImages(torch.utils.data.Dataset):
     labeled: None decides from the first record (whether it has ``label_key``).
     transform: called on each uint8 CHW image in the worker (e.g. a random flip).
     skip_bad: skip records with bad framing or checksums (with a warning) instead of raising.
+    decode: False hands out the encoded JPEG bytes as a 1-D uint8 tensor, for a batched decode on
+    the GPU (nvJPEG, ``DevicePreprocess``); size checks then happen there.
     """
 
     def __init__(self, paths: list[str], *, image_size: int | None = None, labeled: bool | None = None,
                  image_key: str = "image", label_key: str = "class", id_key: str = "id",
-                 transform=None, skip_bad: bool = False, use_cache: bool = True):
+                 transform=None, skip_bad: bool = False, use_cache: bool = True, decode: bool = True):
         if not paths:
             raise DataError("<dataset>", "no record files given")
         self.paths = [str(p) for p in paths]
@@ -64,7 +66,7 @@ class TFRecordImages(torch.utils.data.Dataset):
             self.problems += index.problems
             self.readers.append(RecordReader(index))
         self.ends = np.cumsum([len(r) for r in self.readers]).tolist()
-        self.image_size, self.transform = image_size, transform
+        self.image_size, self.transform, self.decode = image_size, transform, decode
         self.image_key, self.label_key, self.id_key = image_key, label_key, id_key
         if labeled is None:
             labeled = len(self) > 0 and label_key in self._keys(0)
@@ -118,7 +120,13 @@ class TFRecordImages(torch.utils.data.Dataset):
         return img, feats
 
     def __getitem__(self, i: int):
-        img, feats = self.load(i)
+        if self.decode:
+            img, feats = self.load(i)
+        else:
+            feats = self.read(i)
+            if not feats[self.image_key]:
+                raise self.error(i, "empty image bytes", feats[self.id_key])
+            img = torch.frombuffer(bytearray(feats[self.image_key]), dtype=torch.uint8)
         if self.transform is not None:
             img = self.transform(img)
         return img, (int(feats[self.label_key]) if self.labeled else feats[self.id_key].decode())

@@ -54,8 +54,11 @@ class ShardSampler(Sampler[int]):
 
 def fast_collate(batch):
     """uint8 image batch (B, C, H, W) plus int64 labels (or a list of ids for unlabelled data),
-    plus int64 sample indices when the items carry them (``WithIndex``)."""
-    images = torch.stack([b[0] for b in batch])
+    plus int64 sample indices when the items carry them (``WithIndex``). Encoded images (1-D byte
+    tensors, for decoding on the GPU) stay a list."""
+    images = [b[0] for b in batch]
+    if images[0].dim() == 3:
+        images = torch.stack(images)
     targets = [b[1] for b in batch]
     if isinstance(targets[0], int):
         targets = torch.tensor(targets, dtype=torch.int64)

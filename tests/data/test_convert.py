@@ -2,6 +2,7 @@ import os
 import subprocess
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -112,3 +113,18 @@ def test_tensorflow_reads_converted_files(image_tree, tmp_path):
                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "30"
+
+
+def test_records_resized_keep_splits_ids_and_labels(val_copy, tmp_path, capsys):
+    """`petalnet convert DATA OUT --size S` on TFRecords re-encodes every split at S."""
+    assert main(["convert", os.path.dirname(val_copy), str(tmp_path / "out"), "--size", "64"]) == 0
+    src = open_split(os.path.dirname(val_copy))
+    dst = open_split(str(tmp_path / "out"))
+    assert dst.image_size == 64 and len(dst) == len(src) == 261
+    assert dst.metadata()[0].tolist() == src.metadata()[0].tolist()
+    assert dst.metadata()[1] == src.metadata()[1]
+    img, _ = dst[5]
+    assert img.shape == (3, 64, 64)
+    big = src[5][0].float().unsqueeze(0)
+    small = torch.nn.functional.interpolate(big, size=(64, 64), mode="area")[0]
+    assert (img.float() - small).abs().mean() < 12   # the same picture, smaller

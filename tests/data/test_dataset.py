@@ -158,3 +158,20 @@ def test_fsspec_urls_memory_and_file(petals):
     by_file_url = open_split("file://" + os.path.join(PETALS_192, "val"))
     assert len(by_file_url) == 773 and torch.equal(by_file_url[5][0], local[5][0])
     mem.rm("/bucket", recursive=True)
+
+
+def test_encoded_batches_decode_on_device_to_the_same_pixels(val_copy):
+    """decode=False hands out JPEG bytes (for nvJPEG); DevicePreprocess decodes them to what the
+    CPU path gives, and a bad JPEG in the batch is a one-line error."""
+    from petalnet.accel import DevicePreprocess
+    raw = TFRecordImages([val_copy], decode=False)
+    decoded = TFRecordImages([val_copy])
+    enc, labels = next(iter(create_loader(raw, 8, num_workers=0)))
+    dec, labels2 = next(iter(create_loader(decoded, 8, num_workers=0)))
+    assert isinstance(enc, list) and enc[0].dim() == 1 and enc[0][:2].tolist() == [0xFF, 0xD8]
+    assert torch.equal(labels, labels2)
+    prep = DevicePreprocess(torch.device("cpu"), (0.5,) * 3, (0.25,) * 3, 192)
+    assert torch.equal(prep(enc), prep(dec))
+    enc[3] = enc[3][:200]
+    with pytest.raises(Exception, match="cannot be decoded"):
+        prep(enc)

@@ -1,0 +1,113 @@
+"""Batch augmentations on the device, after the uint8 batch arrives (timm's PrefetchLoader idea).
+
+Each sample gets its own random draw; the draws come from a generator seeded by (seed, epoch, step,
+rank), so a run resumed mid-epoch sees the same augmentations as one that never stopped. Geometry
+(Deotte's affine: rotation, shear, zoom, shift; or a random resized crop) is one ``grid_sample`` that
+also resizes to the model's input size; colour works on the 0..255 floats; CutOut writes the mean
+(zero after normalisation). MixUp/CutMix change the targets too: timm's ``Mixup`` does them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    affine: float = 0.0          # strength of Deotte's affine: 1 = rot N(0,15deg), shear N(0,5deg),
+                                 # zoom 1+N(0,0.1) per axis, shift N(0,16px at 512px); 0 = off
+    rrc: float = 0.0             # random resized crop: smallest area kept (e.g. 0.35); 0 = off
+    color: float = 0.0           # brightness and saturation factors drawn from 1 +- color; 0 = off
+    cutout: float = 0.0          # side of one square hole, as a fraction of the image; 0 = off
+    mixup: float = 0.0           # MixUp alpha (timm), 0 = off
+    cutmix: float = 0.0          # CutMix alpha (timm), 0 = off
+
+    @property
+    def geometric(self) -> bool:
+        return self.affine > 0 or self.rrc > 0
+
+    def any(self) -> bool:
+        return any(v > 0 for v in dataclasses.asdict(self).values())
+
+
+def step_generator(device: torch.device, seed: int, epoch: int, step: int, rank: int = 0) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + epoch) * 1_000_033 + step * 101 + rank)
+    return g
+
+
+def _affine_matrices(n: int, cfg: AugmentConfig, g: torch.Generator, device) -> torch.Tensor:
+    """(n, 2, 3) matrices mapping output coordinates to input ones, in affine_grid's [-1, 1] units."""
+    def normal(std):
+        return torch.randn(n, generator=g, device=device) * std
+
+    if cfg.rrc > 0:   # area in [rrc, 1], aspect ratio in [3/4, 4/3] (log-uniform), anywhere inside
+        area = cfg.rrc + (1 - cfg.rrc) * torch.rand(n, generator=g, device=device)
+        logr = (torch.rand(n, generator=g, device=device) * 2 - 1) * math.log(4 / 3)
+        sx = (area * logr.exp()).sqrt().clamp(max=1)
+        sy = (area / logr.exp()).sqrt().clamp(max=1)
+        tx = (1 - sx) * (torch.rand(n, generator=g, device=device) * 2 - 1)
+        ty = (1 - sy) * (torch.rand(n, generator=g, device=device) * 2 - 1)
+        zero = torch.zeros_like(sx)
+        crop = torch.stack([torch.stack([sx, zero, tx], 1), torch.stack([zero, sy, ty], 1)], 1)
+    else:
+        crop = torch.eye(2, 3, device=device).expand(n, 2, 3)
+    if cfg.affine <= 0:
+        return crop.contiguous()
+    s = cfg.affine
+    rot, shear = normal(math.radians(15) * s), normal(math.radians(5) * s)
+    zx, zy = 1 + normal(0.1 * s), 1 + normal(0.1 * s)
+    shift = 16 / 512 * 2 * s   # 16 px at 512 px, in [-1, 1] units (scales with the image)
+    tx, ty = normal(shift), normal(shift)
+    c, si = rot.cos(), rot.sin()
+    # rotation x shear x zoom (output -> input), as in Deotte's transform; a zoom > 1 shows more
+    a = torch.stack([torch.stack([c, -si], 1), torch.stack([si, c], 1)], 1)
+    sh = torch.stack([torch.stack([torch.ones_like(shear), shear.sin()], 1),
+                      torch.stack([torch.zeros_like(shear), shear.cos()], 1)], 1)
+    z = torch.diag_embed(torch.stack([1 / zx, 1 / zy], 1))
+    lin = a @ sh @ z
+    m = torch.cat([lin, torch.stack([tx, ty], 1).unsqueeze(-1)], 2)
+    # crop after affine: affine's output coordinates are fed through the crop first
+    full = torch.cat([crop, torch.tensor([0, 0, 1.0], device=device).expand(n, 1, 3)], 1)
+    mfull = torch.cat([m, torch.tensor([0, 0, 1.0], device=device).expand(n, 1, 3)], 1)
+    return (mfull @ full)[:, :2]
+
+
+def geometric(x: torch.Tensor, cfg: AugmentConfig, size: int, g: torch.Generator) -> torch.Tensor:
+    """Per-sample affine / crop of a float batch, resampled to ``size`` (edges repeat, as Deotte's)."""
+    theta = _affine_matrices(x.shape[0], cfg, g, x.device).to(x.dtype)
+    grid = F.affine_grid(theta, [x.shape[0], x.shape[1], size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def color(x: torch.Tensor, strength: float, g: torch.Generator) -> torch.Tensor:
+    """Brightness and saturation jitter of a 0..255 float batch."""
+    n = x.shape[0]
+    bright = 1 + (torch.rand(n, 1, 1, 1, generator=g, device=x.device) * 2 - 1) * strength
+    sat = 1 + (torch.rand(n, 1, 1, 1, generator=g, device=x.device) * 2 - 1) * strength
+    gray = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return ((gray + (x - gray) * sat) * bright).clamp(0, 255)
+
+
+def cutout(x: torch.Tensor, fraction: float, g: torch.Generator) -> torch.Tensor:
+    """One square hole per image, filled with 0 (the mean, after normalisation)."""
+    n, _, h, w = x.shape
+    side = max(1, round(fraction * min(h, w)))
+    cy = torch.randint(0, h, (n, 1, 1), generator=g, device=x.device)
+    cx = torch.randint(0, w, (n, 1, 1), generator=g, device=x.device)
+    ys = torch.arange(h, device=x.device).view(1, h, 1)
+    xs = torch.arange(w, device=x.device).view(1, 1, w)
+    hole = ((ys - cy).abs() <= side // 2) & ((xs - cx).abs() <= side // 2)
+    return x.masked_fill(hole.unsqueeze(1), 0)
+
+
+def mixer(cfg: AugmentConfig, num_classes: int, label_smoothing: float):
+    """timm's MixUp/CutMix on the batch (soft targets out), or None when both are off."""
+    if cfg.mixup <= 0 and cfg.cutmix <= 0:
+        return None
+    from timm.data import Mixup
+    return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=label_smoothing,
+                 num_classes=num_classes)
