@@ -82,7 +82,10 @@ class DevicePreprocess:
         self.scale = 1 / (torch.tensor(std, device=device).view(1, 3, 1, 1) * 255)
         self.shift = -torch.tensor(mean, device=device).view(1, 3, 1, 1) / torch.tensor(std, device=device).view(1, 3, 1, 1)
 
-    def __call__(self, images: torch.Tensor | list[torch.Tensor], flip: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor | list[torch.Tensor], flip: torch.Tensor | None = None,
+                 aug=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``aug``: an ``augment.AugmentConfig`` applied per sample with ``generator`` (training only)."""
+        from petalnet import augment
         x = decode_on_device(images, self.device) if isinstance(images, list) else \
             images.to(self.device, non_blocking=True)
         if flip is not None:   # on uint8, a quarter of float's bytes
@@ -93,7 +96,13 @@ class DevicePreprocess:
             else:   # no boolean indexing: it waits for the device (nonzero) and stalls the queue
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         x = x.float()
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+        if aug is not None and aug.geometric:   # one resampling does the geometry and the resize
+            x = augment.geometric(x, aug, self.size, generator)
+        elif x.shape[-1] != self.size or x.shape[-2] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        if aug is not None and aug.color > 0:
+            x = augment.color(x, aug.color, generator)
         x = torch.addcmul(self.shift, x, self.scale)   # on a contiguous tensor: converting layout first is slower
+        if aug is not None and aug.cutout > 0:
+            x = augment.cutout(x, aug.cutout, generator)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

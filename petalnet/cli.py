@@ -45,9 +45,16 @@ def cmd_inspect(args) -> int:
                            skip_bad=args.skip_bad, use_cache=not args.verify)
     summary = summarize(src, datasets)
     problems = verify(datasets, skip_bad=args.skip_bad, progress=_progress()) if args.verify else []
+    if args.augment and not args.grid:
+        raise PetalnetError("--augment draws into the --grid FILE.png: give both")
     if args.grid:
         name = next((n for n, d in datasets.items() if d.labeled), next(iter(datasets)))
-        sample_grid(datasets[name], args.grid, title=f"{name} ({summary['image_size']} px)")
+        if args.augment:
+            from petalnet.data.summary import augment_grid, parse_augment
+            augment_grid(datasets[name], args.grid, parse_augment(args.augment),
+                         title=f"{name}: {args.augment}")
+        else:
+            sample_grid(datasets[name], args.grid, title=f"{name} ({summary['image_size']} px)")
     if args.json:
         if args.verify:
             summary["verified"] = {"problems": problems}
@@ -114,8 +121,17 @@ def cmd_demo(args) -> int:
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
+    """Training options. Their defaults come from the recipe (--recipe, default 'default'): an option
+    not given is absent from the parsed arguments, so the recipe's value stands."""
+    from petalnet.recipes import RECIPES
     from petalnet.train import TrainConfig
-    d = TrainConfig()
+    d = TrainConfig(**RECIPES["default"])
+    first = len(p._actions)
+    p.add_argument("--recipe", default="default", choices=list(RECIPES),
+                   help="preset of the options below, which override it: default (partial fine-tune of "
+                        "Lite0, the best found), tutorial (the competition notebook: frozen VGG16, Adam, its "
+                        "schedule), linear (head on frozen features), finetune (every layer, affine "
+                        "augmentation; for GPUs). Values shown as default are the default recipe's")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=d.model, help=f"any timm model name (default: {d.model}); vgg16 gets the "
                    "tutorial's head: conv base, global average pooling, one dense layer")
@@ -129,6 +145,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fine-tune", dest="freeze_backbone", action="store_false", help="train every layer")
     g.add_argument("--freeze-epochs", type=int, default=0, metavar="K",
                    help="train the head for K epochs, then every layer")
+    g.add_argument("--unfreeze-from", type=int, metavar="STAGE",
+                   help=f"train backbone stages STAGE.. and the head, keep the stem and earlier stages frozen "
+                        f"(EfficientNet-family models; default: {d.unfreeze_from})")
+    g.add_argument("--no-cache-frozen", dest="cache_frozen", action="store_false",
+                   help="with --unfreeze-from: run the frozen stages every step instead of once per image and "
+                        "mirror (the cache is skipped anyway when other augmentations are on or memory is short)")
+    g.add_argument("--head-lr-scale", type=float, help=f"the head's LR as a multiple of --lr (default: {d.head_lr_scale})")
     g = p.add_argument_group("optimisation")
     g.add_argument("--image-size", type=int, help="train/eval size, resized on the device (default: the data's)")
     g.add_argument("--epochs", type=int, default=d.epochs, help=f"(default: {d.epochs})")
@@ -145,7 +168,23 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--optimizer", default=d.optimizer, choices=["adamw", "adam", "sgd"])
     g.add_argument("--weight-decay", type=float, default=d.weight_decay)
     g.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="(default: 0.1)")
+    g.add_argument("--train-on-val", action="store_true", help="train on train + val: a final model for a "
+                   "submission (no validation; the last epoch is kept)")
+    g.add_argument("--tta", choices=["none", "flip", "full"],
+                   help=f"views averaged at validation, and by predict/evaluate unless they say otherwise: none, "
+                        f"flip (image and mirror), full (also a centre zoom) (default: {d.tta})")
+    g = p.add_argument_group("augmentation (on the device, per sample)")
     g.add_argument("--no-flip", dest="flip", action="store_false", help="no random horizontal flips")
+    g.add_argument("--affine", type=float, metavar="S", help="Deotte's random affine at strength S (1: rotation "
+                   "N(0,15deg), shear N(0,5deg), zoom 1+N(0,0.1) per axis, shift N(0,16px at 512px)); 0 = off")
+    g.add_argument("--rrc", type=float, metavar="AREA", help="random resized crop keeping AREA..1 of the image "
+                   "(e.g. 0.35); 0 = off")
+    g.add_argument("--color", type=float, metavar="J", help="brightness and saturation x U(1-J, 1+J); 0 = off")
+    g.add_argument("--cutout", type=float, metavar="F", help="one square hole of side F x image size; 0 = off")
+    g.add_argument("--mixup", type=float, metavar="ALPHA", help="MixUp with Beta(ALPHA, ALPHA) (timm); 0 = off")
+    g.add_argument("--cutmix", type=float, metavar="ALPHA", help="CutMix with Beta(ALPHA, ALPHA) (timm); with "
+                   "--mixup, one of the two per batch; 0 = off")
+    g = p.add_argument_group("reproducibility")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (reproducible, slower)")
     g = p.add_argument_group("hardware")
@@ -161,14 +200,27 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                         "workers only read records) (default: cpu)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (first steps slower)")
     g.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)
+    for action in p._actions[first:]:
+        if action.dest != "recipe":
+            action.default = argparse.SUPPRESS
+
+
+def _config_from_args(args, exclude=()):
+    """The recipe's TrainConfig with the options given on the command line on top."""
+    import dataclasses
+
+    from petalnet.recipes import recipe_config
+    from petalnet.train import TrainConfig
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"recipe", *exclude}
+    given = {k: v for k, v in vars(args).items() if k in fields}
+    if "freeze_backbone" in given and "unfreeze_from" not in given:   # --fine-tune / --freeze-backbone win
+        given["unfreeze_from"] = None
+    return recipe_config(args.recipe, **given)
 
 
 def cmd_train(args) -> int:
-    import dataclasses
-
-    from petalnet.train import Stop, TrainConfig, train
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    from petalnet.train import Stop, train
+    cfg = _config_from_args(args)
     try:
         summary = train(cfg, resume=args.resume)
     except Stop as e:
@@ -213,7 +265,7 @@ def _split(args, labeled: bool | None):
 def cmd_evaluate(args) -> int:
     from petalnet.classes import CLASSES
     from petalnet.plots import plot_confusion, prediction_grid
-    from petalnet.predict import check_labels, evaluation, predict_dataset
+    from petalnet.predict import check_labels, evaluation, predict_dataset, tta_mode
     predictors = _predictors(args)
     name, ds = _split(args, None)
     if not ds.labeled:
@@ -230,7 +282,8 @@ def cmd_evaluate(args) -> int:
     os.makedirs(out, exist_ok=True)
     from petalnet.atomic import write_json
     report = {k: v for k, v in result.items() if k != "confusion_matrix"}
-    write_json({**report, "split": name, "models": [p.name for p in predictors], "tta": args.tta},
+    write_json({**report, "split": name, "models": [p.name for p in predictors],
+                "tta": tta_mode(args.tta, predictors)},
                os.path.join(out, "metrics.json"))
     plot_confusion(result["confusion_matrix"], CLASSES, os.path.join(out, "confusion.png"),
                    title=f"{name}: accuracy {result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}")
@@ -257,7 +310,7 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     import numpy as np
 
-    from petalnet.predict import predict_dataset, top_k, write_submission
+    from petalnet.predict import predict_dataset, top_k, tta_mode, write_submission
     predictors = _predictors(args)
     if args.photos:
         failed = 0
@@ -287,7 +340,7 @@ def cmd_predict(args) -> int:
         with atomic_path(args.probs, ".npz") as tmp:
             np.savez(tmp, probs=probs.astype(np.float32), ids=np.asarray(ids))
     write_submission(args.output, ids, probs.argmax(1))
-    print(f"{args.output}: {len(ids)} rows (split '{name}'" + (", TTA" if args.tta else "")
+    print(f"{args.output}: {len(ids)} rows (split '{name}', TTA {tta_mode(args.tta, predictors)}"
           + (f", ensemble of {len(predictors)}" if len(predictors) > 1 else "") + ")")
     return 0
 
@@ -296,14 +349,13 @@ def cmd_compare(args) -> int:
     import dataclasses
 
     from petalnet.compare import compare, format_table
-    from petalnet.train import TrainConfig, train
+    from petalnet.train import train
     runs = list(args.runs)
     if args.train:
         if not (args.models and args.data):
             raise PetalnetError("compare --train needs --models NAME [NAME ...] and --data DATA")
         os.makedirs(args.out, exist_ok=True)
-        fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        base = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and k not in ("model", "out")})
+        base = _config_from_args(args, exclude=("model", "out"))
         for model in args.models:
             run = os.path.join(args.out, model)
             print(f"training {model} -> {run}")
@@ -350,7 +402,9 @@ def _predict_args(p: argparse.ArgumentParser, default_split: str) -> None:
     p.add_argument("--data", help="DATA in any layout `petalnet inspect` takes")
     p.add_argument("--split", help=f"split to use (default: {default_split}, or the only one)")
     p.add_argument("--image-size", type=int, help="pick tfrecords-jpeg-SxS when DATA holds several sizes")
-    p.add_argument("--tta", action="store_true", help="average over the image, its mirror and a centre zoom")
+    p.add_argument("--tta", nargs="?", const="full", choices=["none", "flip", "full"],
+                   help="average predictions over views: none, flip (the image and its mirror), full (and a "
+                        "centre zoom; bare --tta). Default: what the run was validated with (its config's tta)")
     p.add_argument("--ensemble", nargs="+", metavar="RUN", help="more runs or checkpoints to average with")
     p.add_argument("--ensemble-weights", nargs="+", type=float, metavar="W",
                    help="one weight per model (the first, then --ensemble's), default equal")
@@ -384,6 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true",
                    help="read every record, check every checksum and decode every image")
     p.add_argument("--grid", metavar="FILE.png", help="write a grid of sample images titled with their classes")
+    p.add_argument("--augment", nargs="?", const="affine=1,color=0.2,cutout=0.15", metavar="SPEC",
+                   help="with --grid: each sample beside augmented copies, as training draws them. SPEC: "
+                        "comma-separated name=value of affine, rrc, color, cutout, mixup, cutmix (the train "
+                        "options of those names); bare --augment: affine=1,color=0.2,cutout=0.15")
     _data_args(p)
     p.set_defaults(func=cmd_inspect)
 

@@ -190,14 +190,19 @@ def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
     for p in model.parameters():
         p.requires_grad_(not frozen or id(p) in head)
     model.petalnet_frozen = frozen
+    model.petalnet_frozen_stage = None
 
 
 def train_mode(model: nn.Module) -> None:
-    """model.train(), except that a frozen backbone stays in eval mode (BatchNorm statistics, dropout)."""
+    """model.train(), except that frozen layers stay in eval mode (BatchNorm statistics, dropout)."""
     model.train()
     if getattr(model, "petalnet_frozen", False):
         model.eval()
         model.get_classifier().train()
+    stage = getattr(model, "petalnet_frozen_stage", None)
+    if stage is not None:
+        from petalnet.frozen import Bottom
+        Bottom(model, stage).eval()
 
 
 def normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:

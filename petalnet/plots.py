@@ -56,7 +56,10 @@ def plot_history(history: list[dict], path: str, title: str | None = None) -> st
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
+        else:   # --train-on-val: no validation to show
+            ax.text(0.5, 0.5, "no validation split", ha="center", va="center", transform=ax.transAxes)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

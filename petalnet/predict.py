@@ -17,7 +17,19 @@ from petalnet.data.loader import create_loader
 from petalnet.errors import PetalnetError
 from petalnet.models import create_model
 
-TTA_VIEWS = ("identity", "flip", "zoom")   # zoom: centre 87.5 %, resized back
+# test-time augmentation -> views averaged; zoom: centre 87.5 %, resized back
+TTA_VIEWS = {"none": ("identity",), "flip": ("identity", "flip"), "full": ("identity", "flip", "zoom")}
+
+
+def tta_mode(tta: bool | str | None, predictors: list[Predictor] | None = None) -> str:
+    """None: what the (first) run was trained and validated with; True/False: 'full'/'none'."""
+    if tta is None:
+        return predictors[0].tta if predictors else "none"
+    if isinstance(tta, bool):
+        return "full" if tta else "none"
+    if tta not in TTA_VIEWS:
+        raise PetalnetError(f"--tta {tta}: choose {', '.join(TTA_VIEWS)}")
+    return tta
 
 
 @dataclasses.dataclass
@@ -29,6 +41,7 @@ class Predictor:
     mean: tuple
     std: tuple
     model_name: str = ""
+    tta: str = "none"                 # the views the run was validated with: predict's default
 
 
 def load_predictor(path: str, device: torch.device | None = None) -> Predictor:
@@ -46,7 +59,7 @@ def load_predictor(path: str, device: torch.device | None = None) -> Predictor:
     model.load_state_dict(state["model"])
     model = model.to(device or torch.device("cpu"), memory_format=torch.channels_last).eval()
     return Predictor(path, model, state["num_classes"], state["image_size"], tuple(state["mean"]), tuple(state["std"]),
-                     state["model_name"])
+                     state["model_name"], state.get("tta", "none"))
 
 
 def _autocast(device: torch.device, precision: str):
@@ -57,7 +70,7 @@ def _autocast(device: torch.device, precision: str):
 
 
 @torch.no_grad()
-def predict_batches(predictors: list[Predictor], batches, *, tta: bool = False,
+def predict_batches(predictors: list[Predictor], batches, *, tta: bool | str | None = None,
                     weights: list[float] | None = None, device: torch.device | None = None,
                     precision: str = "auto"):
     """Yield (probabilities (B, C), targets) per uint8 batch: softmax averaged over TTA views and over
@@ -72,20 +85,20 @@ def predict_batches(predictors: list[Predictor], batches, *, tta: bool = False,
         raise PetalnetError(f"--ensemble-weights needs {len(predictors)} non-negative numbers, not all zero")
     w = (w / w.sum()).tolist()
     preps = [DevicePreprocess(device, p.mean, p.std, p.image_size) for p in predictors]
-    views = TTA_VIEWS if tta else TTA_VIEWS[:1]
+    views = TTA_VIEWS[tta_mode(tta, predictors)]
     for images, targets in batches:
         total = None
         for p, prep, weight in zip(predictors, preps, w):
             x = prep(images)
             for view in views:
-                v = x.flip(-1) if view == "flip" else _zoom(x) if view == "zoom" else x
+                v = x.flip(-1) if view == "flip" else zoom(x) if view == "zoom" else x
                 with _autocast(device, precision):
                     probs = F.softmax(p.model(v).float(), dim=1).double()
                 total = probs * (weight / len(views)) if total is None else total + probs * (weight / len(views))
         yield total.cpu(), targets
 
 
-def _zoom(x: torch.Tensor, keep: float = 0.875) -> torch.Tensor:
+def zoom(x: torch.Tensor, keep: float = 0.875) -> torch.Tensor:
     size = x.shape[-1]
     crop = max(1, round(size * keep))
     off = (size - crop) // 2
@@ -94,7 +107,7 @@ def _zoom(x: torch.Tensor, keep: float = 0.875) -> torch.Tensor:
         memory_format=torch.channels_last)
 
 
-def predict_dataset(predictors, dataset, *, batch_size: int = 64, tta: bool = False, weights=None,
+def predict_dataset(predictors, dataset, *, batch_size: int = 64, tta: bool | str | None = None, weights=None,
                     workers: int = 1, progress=None, precision: str = "auto"):
     """(probabilities (N, C) float64, targets: int64 labels or list of ids) over a whole dataset, in order."""
     loader = create_loader(dataset, batch_size, num_workers=workers)
@@ -177,7 +190,7 @@ def top_entries(probs: torch.Tensor, k: int) -> list[tuple[int, str, float]]:
     return [(int(i), CLASSES[int(i)] if int(i) < len(CLASSES) else str(int(i)), float(v)) for v, i in zip(values, idx)]
 
 
-def top_k(predictors, photo_paths: list[str], k: int = 5, tta: bool = False, weights=None):
+def top_k(predictors, photo_paths: list[str], k: int = 5, tta: bool | str | None = None, weights=None):
     """Per photo: (path, [(class, name, probability), ...]) or (path, PetalnetError)."""
     size = max(p.image_size for p in predictors)
     results = []

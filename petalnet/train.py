@@ -28,7 +28,9 @@ from petalnet.data.dataset import TFRecordImages
 from petalnet.data.discovery import discover
 from petalnet.data.loader import WithIndex, create_loader
 from petalnet.errors import PetalnetError
-from petalnet.models import create_model, normalization, set_backbone_frozen, train_mode
+from petalnet.augment import AugmentConfig, mixer, step_generator
+from petalnet.frozen import Bottom, FeatureCache, Top, check_splittable, estimate_bytes, set_trainable_from
+from petalnet.models import create_model, head_parameters, normalization, set_backbone_frozen, train_mode
 from petalnet.schedules import Schedule
 
 # Peak LR per replica when --lr is not given; the peak is this times the number of replicas
@@ -54,12 +56,24 @@ class TrainConfig:
     optimizer: str = "adamw"
     weight_decay: float = 0.01
     label_smoothing: float = 0.1
-    freeze_backbone: bool = True           # the default recipe trains the head (see --fine-tune)
+    freeze_backbone: bool = True           # train the head only (ignored with unfreeze_from)
     freeze_epochs: int = 0
+    unfreeze_from: int | None = None       # train blocks[k:] and the head; stem and blocks[:k] stay frozen
+    head_lr_scale: float = 1.0             # the head's LR is this x the schedule's (layer-wise LR)
+    cache_frozen: bool = True              # compute the frozen bottom once per image and mirror (when
+                                           # nothing but flips augments it)
+    tta: str = "none"                      # views averaged at validation, and predict's default: none|flip|full
     pretrained: bool = True
     weights: str | None = None
     num_classes: int = NUM_CLASSES
     flip: bool = True
+    affine: float = 0.0                    # augmentations on the device: see petalnet.augment.AugmentConfig
+    rrc: float = 0.0
+    color: float = 0.0
+    cutout: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    train_on_val: bool = False             # train on train + val (a final model; no validation)
     seed: int = 0
     deterministic: bool = False
     accelerator: str = "auto"
@@ -74,6 +88,10 @@ class TrainConfig:
     quiet: bool = False
     force: bool = False
     max_steps: int | None = None           # stop after this many steps (benchmarks, smoke tests)
+    recipe: str | None = None              # the preset the values came from (recorded, see petalnet.recipes)
+
+    def augment(self) -> AugmentConfig:
+        return AugmentConfig(self.affine, self.rrc, self.color, self.cutout, self.mixup, self.cutmix)
 
 
 class Stop(Exception):
@@ -89,7 +107,10 @@ def _lr_schedule(cfg: TrainConfig, replicas: int) -> Schedule:
 
 
 def _optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    params = list(model.parameters())
+    """Two groups, body and head, whose LR is the schedule's times ``lr_scale`` (head_lr_scale for the head)."""
+    head = {id(p) for p in head_parameters(model)}
+    params = [{"params": [p for p in model.parameters() if id(p) not in head], "lr_scale": 1.0},
+              {"params": [p for p in model.parameters() if id(p) in head], "lr_scale": cfg.head_lr_scale}]
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=0.0, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
@@ -163,10 +184,16 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
         raise PetalnetError(f"--decode {cfg.decode}: choose cpu or gpu")
     if cfg.decode == "gpu" and fabric.device.type != "cuda":
         raise PetalnetError(f"--decode gpu needs a CUDA device (this run is on {fabric.device.type})")
+    if cfg.tta not in TTA_VIEWS:
+        raise PetalnetError(f"--tta {cfg.tta}: choose {', '.join(TTA_VIEWS)}")
     cpu_decode = cfg.decode == "cpu"
-    train_ds = TFRecordImages(src.split(cfg.train_split), image_size=src.image_size, labeled=True, decode=cpu_decode)
+    has_val = bool(cfg.val_split) and cfg.val_split in src.splits
+    if cfg.train_on_val and not has_val:
+        raise PetalnetError(f"--train-on-val: {cfg.data} has no '{cfg.val_split}' split")
+    train_files = src.split(cfg.train_split) + (src.split(cfg.val_split) if cfg.train_on_val else [])
+    train_ds = TFRecordImages(train_files, image_size=src.image_size, labeled=True, decode=cpu_decode)
     val_ds = (TFRecordImages(src.split(cfg.val_split), image_size=src.image_size, labeled=True, decode=cpu_decode)
-              if cfg.val_split and cfg.val_split in src.splits else None)
+              if has_val and not cfg.train_on_val else None)
     for ds in filter(None, (train_ds, val_ds)):
         labels, _ = ds.metadata()
         if len(labels) and (labels.min() < 0 or labels.max() >= cfg.num_classes):
@@ -186,10 +213,17 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
     # model
     model, source = create_model(cfg.model, cfg.num_classes, pretrained=cfg.pretrained, weights=cfg.weights)
     mean, std = normalization(model)
-    frozen = cfg.freeze_backbone or cfg.freeze_epochs > 0
-    set_backbone_frozen(model, frozen)
-    model = model.to(memory_format=torch.channels_last)
+    stage = cfg.unfreeze_from
+    if stage is not None:
+        check_splittable(model, cfg.model, stage)
+        set_trainable_from(model, stage)
+        frozen = False
+    else:
+        frozen = cfg.freeze_backbone or cfg.freeze_epochs > 0
+        set_backbone_frozen(model, frozen)
+    model = model.to(fabric.device, memory_format=torch.channels_last)
     optimizer = _optimizer(cfg, model)
+    aug = cfg.augment()
     start_epoch, start_step, history, best, acc = 0, 0, [], None, None
     if resume:
         model.load_state_dict(resume["model"])
@@ -197,15 +231,21 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
         start_epoch, start_step, history = resume["epoch"], resume["step"], resume["history"]
         best, acc = resume["best"], resume["accumulators"]
     module = model
-    model = fabric.setup_module(torch.compile(model) if cfg.compile else model)
+    prep = DevicePreprocess(fabric.device, mean, std, image_size)
+    # frozen bottom computed once: only flips may augment what it sees
+    cache = None
+    if stage is not None and cfg.cache_frozen and not aug.any():
+        cache = _build_caches(fabric, cfg, module, stage, train_ds, val_ds, image_size, world, workers, prep, rank0)
+    net = Top(module, stage, float32=fabric.device.type == "cpu") if cache else module
+    model = fabric.setup_module(torch.compile(net) if cfg.compile else net)
     optimizer = fabric.setup_optimizers(optimizer)
     if resume:
         _set_rng_state(resume["rng"])
-    prep = DevicePreprocess(fabric.device, mean, std, image_size)
     steps_per_epoch = len(train_loader)
+    mix = mixer(aug, cfg.num_classes, cfg.label_smoothing)
     schedule = _lr_schedule(cfg, world)
     meta = {"model_name": cfg.model, "num_classes": cfg.num_classes, "image_size": image_size, "mean": mean,
-            "std": std, "weights_source": source, "config": dataclasses.asdict(cfg)}
+            "std": std, "weights_source": source, "tta": cfg.tta, "config": dataclasses.asdict(cfg)}
 
     if rank0:
         os.makedirs(os.path.join(cfg.out, "checkpoints"), exist_ok=True)
@@ -213,7 +253,7 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
             "image_size": image_size, "data_image_size": data_size, "peak_lr": schedule.peak,
             "warmup_epochs": schedule.rampup_epochs, "precision": cfg.precision,
             "world_size": world, "global_batch": cfg.batch_size * world, "weights": source,
-            "mean": mean, "std": std, "train_images": len(train_ds),
+            "mean": mean, "std": std, "train_images": len(train_ds), "cached_frozen_bottom": cache is not None,
             "val_images": len(val_ds) if val_ds else 0}}, os.path.join(cfg.out, "config.json"))
         if not resume:
             _say(f"{cfg.model} ({source}), {len(train_ds)} train / {len(val_ds) if val_ds else 0} val images "
@@ -239,22 +279,36 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
                 model = fabric.setup_module(torch.compile(module) if cfg.compile else module)
             train_mode(module)
             step0 = start_step if epoch == start_epoch else 0
-            train_loader.sampler.set_epoch(epoch, start=step0 * cfg.batch_size)
+            if cache:
+                batches = cache[0].batches(cfg.batch_size, epoch, cfg.seed, step0)
+            else:
+                train_loader.sampler.set_epoch(epoch, start=step0 * cfg.batch_size)
+                batches = train_loader
             loss_sum = torch.zeros((), dtype=torch.float64, device=fabric.device)
             correct = torch.zeros((), dtype=torch.long, device=fabric.device)
             seen, t0 = 0, time.perf_counter()
             bar = _bar(cfg, rank0, steps_per_epoch, step0, epoch)
             step = step0
-            for images, labels, indices in train_loader:
+            for images, labels, indices in batches:   # images: rows of the cache when there is one
                 lr = schedule(epoch + step / steps_per_epoch)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group["lr_scale"]
                 # the coin is computed where the batch goes: a pageable host->device copy would block
                 flips = flip_mask(indices.to(fabric.device, non_blocking=True), epoch, cfg.seed) if cfg.flip else None
-                x = prep(images, flips)
+                if cache:
+                    x = cache[0].gather(images, flips)
+                else:
+                    g = step_generator(fabric.device, cfg.seed, epoch, step, fabric.global_rank) if aug.any() else None
+                    x = prep(images, flips, aug, g)
                 y = labels.to(fabric.device, non_blocking=True)
+                target = y
+                if mix:
+                    x, target = mix(x, y)
                 logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                if mix:   # soft targets (label smoothing is inside them)
+                    loss = torch.sum(-target * F.log_softmax(logits.float(), dim=1), dim=1).mean()
+                else:
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
                 fabric.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -291,7 +345,11 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
                    "train_accuracy": part["correct"] / part["seen"], "seconds": part["seconds"],
                    "train_images_per_second": part["seen"] / max(part["seconds"], 1e-9)}
             if val_loader:
-                row.update(evaluate(fabric, module, val_loader, prep, cfg.num_classes))
+                if cache:
+                    row.update(evaluate(fabric, net, cache[1].view_batches(cfg.batch_size * 2, cfg.tta),
+                                        cfg.num_classes))
+                else:
+                    row.update(evaluate(fabric, module, _view_batches(val_loader, prep, cfg.tta), cfg.num_classes))
             history.append(row)
             train_seconds += part["seconds"]
             improved = val_loader and (best is None or row["val_macro_f1"] > best["val_macro_f1"])
@@ -353,19 +411,67 @@ def _accumulate(fabric, prev: dict | None, loss_sum, correct, seen: int, t0: flo
             "seen": prev["seen"] + int(totals[2].item()), "seconds": prev["seconds"] + time.perf_counter() - t0}
 
 
+def _build_caches(fabric, cfg, module, stage, train_ds, val_ds, image_size, world, workers, prep, rank0):
+    """(train cache, val cache or None), or None when they would not fit in a third of the free memory."""
+    dtype = torch.bfloat16 if "bf16" in cfg.precision else torch.float16 if "16" in cfg.precision else torch.float32
+    bottom = Bottom(module, stage)
+    need = estimate_bytes(bottom, image_size, len(train_ds) // world + (len(val_ds) // world if val_ds else 0),
+                          dtype, fabric.device)
+    free = torch.cuda.mem_get_info(fabric.device)[0] if fabric.device.type == "cuda" else _free_ram()
+    if need > free / 3:
+        if rank0:
+            _say(f"frozen-bottom cache would take {need / 2**30:.1f} GiB of {free / 2**30:.1f} GiB free: "
+                 "running the bottom every step instead")
+        return None
+    t0 = time.perf_counter()
+    # this rank's fixed shard of the training set, in dataset order (epochs reshuffle it locally)
+    loaders = [create_loader(WithIndex(train_ds), cfg.batch_size * 2, rank=fabric.global_rank, world_size=world,
+                             num_workers=workers, pad=True)]
+    if val_ds:
+        loaders.append(create_loader(val_ds, cfg.batch_size * 2, rank=fabric.global_rank, world_size=world,
+                                     num_workers=workers))
+    caches = [FeatureCache.build(bottom, loader, prep, fabric.autocast, dtype) for loader in loaders]
+    if rank0:
+        _say(f"frozen bottom (stem + blocks[:{stage}]) cached for {sum(len(c) for c in caches)} images and "
+             f"their mirrors in {time.perf_counter() - t0:.0f}s ({sum(c.nbytes() for c in caches) / 2**20:.0f} MiB)")
+    return caches + [None] * (2 - len(caches))
+
+
+def _free_ram() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return 4 * 2**30
+
+
+TTA_VIEWS = ("none", "flip", "full")
+
+
+def _view_batches(loader, prep, tta: str):
+    """(views of the batch, labels): the batch, its mirror (flip, full) and a centre zoom (full)."""
+    from petalnet.predict import zoom
+    for images, labels in loader:
+        x = prep(images)
+        views = [x] + ([x.flip(-1)] if tta != "none" else []) + ([zoom(x)] if tta == "full" else [])
+        yield views, labels
+
+
 @torch.no_grad()
-def evaluate(fabric, module, loader, prep, num_classes: int) -> dict:
-    """Validation loss, accuracy, macro-F1 over every record exactly once, summed across ranks."""
+def evaluate(fabric, module, batches, num_classes: int) -> dict:
+    """Validation loss, accuracy, macro-F1 over every record exactly once, summed across ranks.
+    ``batches`` yields (list of views of a batch, labels); the views' probabilities are averaged."""
     was_training = module.training
     module.eval()
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=fabric.device)
     loss = torch.zeros((), dtype=torch.float64, device=fabric.device)
-    for images, labels in loader:
+    for views, labels in batches:
         y = labels.to(fabric.device)
         with fabric.autocast():
-            logits = module(prep(images)).float()
-        loss += F.cross_entropy(logits, y, reduction="sum").double()
-        cm += metrics.confusion_matrix(y, logits.argmax(1), num_classes)
+            probs = sum(F.softmax(module(v).float(), dim=1) for v in views) / len(views)
+        loss += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").double()
+        cm += metrics.confusion_matrix(y, probs.argmax(1), num_classes)
     if fabric.world_size > 1:
         cm = fabric.all_reduce(cm, reduce_op="sum")
         loss = fabric.all_reduce(loss, reduce_op="sum")

@@ -34,6 +34,16 @@ def test_inspect_text_verify_and_grid(petals, tmp_path, capsys):
         assert img.convert("L").getextrema()[1] - img.convert("L").getextrema()[0] > 200
 
 
+def test_inspect_augment_grid(petals, tmp_path, capsys):
+    grid = tmp_path / "aug.png"
+    assert main(["inspect", os.path.join(PETALS_192, "val"), "--grid", str(grid), "--augment",
+                 "affine=1,cutout=0.2"]) == 0
+    with Image.open(grid) as img:
+        assert img.format == "PNG" and img.width > 600 and img.height > 1000   # 6 rows of 4
+    assert main(["inspect", os.path.join(PETALS_192, "val"), "--grid", str(grid), "--augment", "spin=3"]) == 1
+    assert "unknown 'spin'" in capsys.readouterr().err
+
+
 def _corrupt(path, offset):
     data = bytearray(open(path, "rb").read())
     data[offset] ^= 0xFF

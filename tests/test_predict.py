@@ -77,6 +77,14 @@ def test_ensemble_and_tta(run, other_run, synthetic):
     (zoom, _), = predict_batches([a], [(images[..., 4:60, 4:60], None)])
     assert not torch.allclose(tta, plain)
     assert torch.allclose(tta, (plain + mirror + zoom) / 3, atol=1e-4)
+    (flip, _), = predict_batches([a], [(images, None)], tta="flip")
+    assert torch.allclose(flip, (plain + mirror) / 2, atol=1e-4)
+    # no tta given: the run's own choice, recorded at training
+    a.tta = "flip"
+    (default, _), = predict_batches([a], [(images, None)])
+    assert torch.allclose(default, flip, atol=1e-6)
+    with pytest.raises(PetalnetError, match="--tta sideways"):
+        next(predict_batches([a], [(images, None)], tta="sideways"))
 
 
 def test_evaluate_outputs_and_metrics(run, synthetic, tmp_path, capsys):

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -226,3 +227,58 @@ def test_freeze_epochs_trains_head_then_everything(synthetic, tmp_path):
     assert torch.equal(best["model"]["conv_stem.weight"], stem)
     assert not torch.equal(last["model"]["conv_stem.weight"], stem)
     assert last["epoch"] == 1 and last["step"] == 3
+
+
+def test_partial_fine_tune_cached_matches_uncached(synthetic, tmp_path):
+    """--unfreeze-from: stem and early stages stay exactly as loaded; training from the cached bottom
+    gives the same model as running the bottom every step (same flips, same order)."""
+    from petalnet.models import create_model
+    base = dict(data=synthetic, epochs=1, precision="32", workers=0, quiet=True, unfreeze_from=5,
+                head_lr_scale=3.0, lr=1e-3, tta="flip", max_steps=None)
+    cached = train(TrainConfig(out=str(tmp_path / "cached"), **base))
+    plain = train(TrainConfig(out=str(tmp_path / "plain"), cache_frozen=False, **base))
+    cfg = json.loads((tmp_path / "cached" / "config.json").read_text())
+    assert cfg["resolved"]["cached_frozen_bottom"] is True
+    assert json.loads((tmp_path / "plain" / "config.json").read_text())["resolved"]["cached_frozen_bottom"] is False
+    a = torch.load(tmp_path / "cached" / "checkpoints" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "plain" / "checkpoints" / "last.pt", weights_only=False)
+    start, _ = create_model("tf_efficientnet_lite0", 104)
+    for k, v in start.state_dict().items():
+        if k.startswith(("conv_stem", "bn1", "blocks.0", "blocks.4")):
+            assert torch.equal(a["model"][k], v), k          # frozen part untouched (BN statistics too)
+        if k.startswith(("blocks.5", "blocks.6", "conv_head", "classifier")) and v.is_floating_point():
+            assert not torch.equal(a["model"][k], v), k      # trained part moved
+        if v.is_floating_point():
+            assert torch.allclose(a["model"][k], b["model"][k], atol=2e-4), k
+    assert cached["best_val_macro_f1"] == pytest.approx(plain["best_val_macro_f1"], abs=0.02)
+    assert a["tta"] == "flip"
+    groups = a["optimizer"]["param_groups"]
+    assert [g["lr_scale"] for g in groups] == [1.0, 3.0]
+
+
+def test_recipes_and_explicit_options(tmp_path):
+    from petalnet.cli import _config_from_args, build_parser
+    parse = build_parser().parse_args
+    d = _config_from_args(parse(["train", "--data", "D", "--out", "O"]))
+    assert (d.recipe, d.model, d.unfreeze_from, d.image_size, d.tta) == ("default", "tf_efficientnet_lite0", 5, 224, "flip")
+    t = _config_from_args(parse(["train", "--recipe", "tutorial", "--model", "tf_efficientnet_lite0", "--epochs", "3"]))
+    assert (t.model, t.optimizer, t.lr_schedule, t.epochs, t.batch_size, t.freeze_backbone, t.unfreeze_from) == \
+        ("tf_efficientnet_lite0", "adam", "competition", 3, 16, True, None)
+    f = _config_from_args(parse(["train", "--fine-tune", "--affine", "0.5"]))
+    assert f.unfreeze_from is None and not f.freeze_backbone and f.affine == 0.5 and f.recipe == "default"
+    with pytest.raises(SystemExit):
+        parse(["train", "--recipe", "nope"])
+
+
+def test_train_on_val_and_augmentations_run(synthetic, tmp_path):
+    """--train-on-val trains on both splits (no validation); augmentations and MixUp/CutMix train."""
+    s = train(TrainConfig(data=synthetic, out=str(tmp_path / "r"), epochs=1, precision="32", workers=0, quiet=True,
+                          train_on_val=True, affine=1.0, color=0.2, cutout=0.2, mixup=0.2, cutmix=1.0,
+                          freeze_backbone=True))
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())["resolved"]
+    from petalnet.data.dataset import open_split
+    assert cfg["train_images"] == len(open_split(synthetic, "train")) + len(open_split(synthetic, "val"))
+    assert cfg["val_images"] == 0 and s["best_val_macro_f1"] is None and math.isfinite(s["final"]["train_loss"])
+    with pytest.raises(PetalnetError, match="--unfreeze-from works with timm's EfficientNet"):
+        train(TrainConfig(data=synthetic, out=str(tmp_path / "v"), model="resnet18", pretrained=False,
+                          unfreeze_from=2, workers=0, quiet=True))

@@ -69,10 +69,15 @@ def fast_collate(batch):
 
 def create_loader(dataset, batch_size: int, *, shuffle: bool = False, rank: int = 0, world_size: int = 1,
                   num_workers: int = 2, seed: int = 0, pad: bool = False, drop_last: bool = False,
-                  pin_memory: bool = False, prefetch_factor: int = 4, persistent_workers: bool = False) -> DataLoader:
-    """DataLoader with a ShardSampler; ``loader.sampler.set_epoch(e)`` before each epoch."""
+                  pin_memory: bool = False, prefetch_factor: int = 4, persistent_workers: bool = False,
+                  threads: int = 0, batch_transform=None):
+    """DataLoader with a ShardSampler; ``loader.sampler.set_epoch(e)`` before each epoch. ``threads`` > 0
+    (with ``num_workers`` 0): a ``ThreadedLoader`` instead, batches built by threads of this process."""
     sampler = ShardSampler(len(dataset), rank=rank, world_size=world_size, shuffle=shuffle, seed=seed,
                            pad=pad, drop_last=drop_last)
+    if threads and not num_workers:
+        return ThreadedLoader(dataset, batch_size, sampler, threads, prefetch=threads * prefetch_factor // 2,
+                              drop_last=drop_last, batch_transform=batch_transform)
     kwargs = dict(prefetch_factor=prefetch_factor, persistent_workers=persistent_workers) if num_workers else {}
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=fast_collate, pin_memory=pin_memory, drop_last=drop_last,
@@ -90,3 +95,45 @@ class WithIndex(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         return (*self.dataset[i], i)
+
+
+class ThreadedLoader:
+    """Batches built by threads of this process, each thread a whole batch (read, check, decode, collate).
+
+    torchvision's JPEG decoder and torch's copies release the GIL, so threads decode in parallel
+    without worker processes' pickling and shared-memory copies of every batch. Same interface as
+    the DataLoader of ``create_loader``: iterate, ``len()``, ``loader.sampler.set_epoch(e)``.
+    ``batch_transform`` runs on each collated batch in the thread (e.g. random flips).
+    """
+
+    def __init__(self, dataset, batch_size: int, sampler: Sampler, threads: int = 2, prefetch: int | None = None,
+                 drop_last: bool = False, batch_transform=None):
+        self.dataset, self.batch_size, self.sampler = dataset, batch_size, sampler
+        self.threads, self.prefetch = threads, prefetch or 2 * threads
+        self.drop_last, self.batch_transform = drop_last, batch_transform
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def _batch(self, indices: list[int]):
+        batch = fast_collate([self.dataset[i] for i in indices])
+        return self.batch_transform(batch) if self.batch_transform else batch
+
+    def __iter__(self):
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+        order = list(self.sampler)
+        chunks = iter([order[i:i + self.batch_size] for i in range(0, len(self) * self.batch_size, self.batch_size)])
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="petalnet-loader") as pool:
+            pending = deque(pool.submit(self._batch, c) for _, c in zip(range(self.prefetch), chunks))
+            try:
+                while pending:
+                    batch = pending.popleft().result()
+                    nxt = next(chunks, None)
+                    if nxt is not None:
+                        pending.append(pool.submit(self._batch, nxt))
+                    yield batch
+            finally:   # an abandoned iteration must not leave threads decoding
+                for f in pending:
+                    f.cancel()

@@ -81,3 +81,51 @@ def sample_grid(ds: TFRecordImages, path: str, n: int = 24, title: str | None = 
         images.append(img)
         titles.append(class_name(feats[ds.label_key]) if ds.labeled else feats[ds.id_key].decode(errors="replace"))
     return image_grid(images, titles, path, suptitle=title)
+
+
+def parse_augment(spec: str):
+    """'affine=1,color=0.2' -> AugmentConfig; a clear error for unknown names or bad numbers."""
+    import dataclasses
+
+    from petalnet.augment import AugmentConfig
+    from petalnet.errors import PetalnetError
+    known = {f.name for f in dataclasses.fields(AugmentConfig)}
+    values = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, value = part.partition("=")
+        if name not in known:
+            raise PetalnetError(f"--augment {spec}: unknown '{name}' (known: {', '.join(sorted(known))})")
+        try:
+            values[name] = float(value) if value else 1.0
+        except ValueError:
+            raise PetalnetError(f"--augment {spec}: '{part}' needs a number") from None
+    return AugmentConfig(**values)
+
+
+def augment_grid(ds: TFRecordImages, path: str, aug, n: int = 6, copies: int = 3, seed: int = 0,
+                 title: str | None = None) -> str:
+    """Each of ``n`` images beside ``copies`` augmented versions, as training would draw them."""
+    import torch
+
+    from petalnet.accel import DevicePreprocess, flip_mask
+    from petalnet.augment import mixer, step_generator
+    from petalnet.plots import image_grid
+    step = max(1, len(ds) // n)
+    picks = list(range(0, len(ds), step))[:n]
+    loaded = [ds.load(i) for i in picks]
+    images = torch.stack([img for img, _ in loaded])
+    size = images.shape[-1]
+    prep = DevicePreprocess(torch.device("cpu"), (0.0,) * 3, (1 / 255,) * 3, size, channels_last=False)
+    mix = mixer(aug, 104, 0.0)
+    views = []
+    for copy in range(copies):
+        x = prep(images, flip_mask(torch.tensor(picks), copy, seed), aug, step_generator(torch.device("cpu"), seed, copy, 0))
+        if mix:
+            x, _ = mix(x, torch.zeros(len(x), dtype=torch.long))
+        views.append(x.clamp(0, 255).round().to(torch.uint8))
+    grid, titles = [], []
+    for k, (img, feats) in enumerate(loaded):
+        name = class_name(feats[ds.label_key]) if ds.labeled else feats[ds.id_key].decode(errors="replace")
+        grid += [img] + [v[k] for v in views]
+        titles += [name] + [f"augmented {c + 1}" for c in range(copies)]
+    return image_grid(grid, titles, path, ncols=copies + 1, suptitle=title)

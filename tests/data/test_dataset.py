@@ -175,3 +175,23 @@ def test_encoded_batches_decode_on_device_to_the_same_pixels(val_copy):
     enc[3] = enc[3][:200]
     with pytest.raises(Exception, match="cannot be decoded"):
         prep(enc)
+
+
+def test_threaded_loader_same_batches_as_dataloader(petals):
+    """ThreadedLoader: the DataLoader's batches, in the same order, with batch transforms in its threads."""
+    ds = open_split(petals, "val")
+    ref = create_loader(ds, 64, shuffle=True, seed=5, num_workers=0)
+    thr = create_loader(ds, 64, shuffle=True, seed=5, num_workers=0, threads=2)
+    for loader in (ref, thr):
+        loader.sampler.set_epoch(2)
+    pairs = list(zip(ref, thr))
+    assert len(pairs) == len(ref) == len(thr) == 13
+    for (a, la), (b, lb) in pairs:
+        assert torch.equal(a, b) and torch.equal(la, lb)
+    flipped = create_loader(ds, 64, num_workers=0, threads=2,
+                            batch_transform=lambda b: (b[0].flip(-1), b[1]))
+    first = next(iter(flipped))[0]
+    assert torch.equal(first, next(iter(create_loader(ds, 64, num_workers=0)))[0].flip(-1))
+    broken = create_loader(ds, 64, num_workers=0, threads=2, batch_transform=lambda b: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        next(iter(broken))

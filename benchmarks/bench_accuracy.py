@@ -1,0 +1,87 @@
+"""Accuracy per recipe on petals-mini: each trained by `petalnet train` within its own wall-clock budget,
+then one table of val accuracy, val macro-F1 and minutes.
+
+Default runs: the competition tutorial's recipe (VGG16 frozen; the offline Lite0 backbone instead when
+VGG16 weights cannot be had), a linear head on frozen Lite0 features, and the default recipe.
+Ablations: --run "LABEL: petalnet train options" (repeatable) replaces the default runs, e.g.
+  --run "default: " --run "no flips: --no-flip" --run "stage 4: --unfreeze-from 4"
+
+usage: python benchmarks/bench_accuracy.py [--data DIR] [--budget-min 20] [--run "LABEL: OPTIONS"]...
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data", "petals-mini")
+
+
+def vgg16_weights_available() -> bool:
+    from petalnet.errors import PetalnetError
+    from petalnet.models import create_model
+    try:
+        create_model("vgg16", 104)
+        return True
+    except PetalnetError:
+        return False
+
+
+def train(data: str, out: str, options: list[str], budget_s: float) -> dict:
+    cmd = [sys.executable, "-m", "petalnet", "train", "--data", data, "--out", out, "--quiet", "--force", *options]
+    t = time.perf_counter()
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=budget_s)
+    except subprocess.TimeoutExpired:
+        return {"minutes": budget_s / 60, "error": f"over its {budget_s / 60:.0f}-minute budget"}
+    minutes = (time.perf_counter() - t) / 60
+    if r.returncode:
+        return {"minutes": minutes, "error": (r.stderr.strip().splitlines() or ["?"])[-1]}
+    with open(os.path.join(out, "summary.json")) as f:
+        s = json.load(f)
+    return {"minutes": minutes, "val_accuracy": s["best_val_accuracy"], "val_macro_f1": s["best_val_macro_f1"],
+            "best_epoch": s["best_epoch"], "epochs": s["epochs"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--budget-min", type=float, default=20, help="wall-clock budget of each run (default: 20)")
+    ap.add_argument("--run", action="append", metavar="LABEL: OPTIONS", help="a run instead of the defaults")
+    ap.add_argument("--json", metavar="FILE", help="append each result as a JSON line")
+    args = ap.parse_args()
+    if args.run:
+        runs = [(label.strip(), shlex.split(opts)) for label, _, opts in (r.partition(":") for r in args.run)]
+    else:
+        tutorial = ["--recipe", "tutorial"] + ([] if vgg16_weights_available() else ["--model", "tf_efficientnet_lite0"])
+        runs = [("tutorial" + ("" if len(tutorial) == 2 else " (Lite0 for VGG16)"), tutorial),
+                ("linear head, frozen Lite0", ["--recipe", "linear"]),
+                ("default (no options)", [])]
+    print(f"data {args.data}, {os.cpu_count()} CPUs, budget {args.budget_min:g} min per run", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (label, options) in enumerate(runs):
+            row = {"label": label, "options": " ".join(options),
+                   **train(args.data, os.path.join(tmp, f"run{i}"), options, args.budget_min * 60)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+    print("\n| recipe | options | minutes | val accuracy | val macro-F1 |\n| --- | --- | --- | --- | --- |")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['label']} | `{r['options']}` | {r['minutes']:.1f} | failed: {r['error']} | |")
+        else:
+            print(f"| {r['label']} | `{r['options']}` | {r['minutes']:.1f} | {r['val_accuracy']:.4f} | "
+                  f"{r['val_macro_f1']:.4f} |")
+
+
+if __name__ == "__main__":
+    main()

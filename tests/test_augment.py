@@ -1,0 +1,72 @@
+import math
+
+import pytest
+import torch
+
+from petalnet import augment
+from petalnet.accel import DevicePreprocess
+from petalnet.augment import AugmentConfig, step_generator
+
+
+def _batch(n=6, size=48):
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+
+
+def test_affine_off_is_identity_and_strength_moves_pixels():
+    x = _batch().float()
+    g = step_generator(torch.device("cpu"), 0, 0, 0)
+    same = augment.geometric(x, AugmentConfig(), 48, g)   # identity matrices: the same pixels
+    assert torch.allclose(same, x, atol=1e-3)
+    crop = augment.geometric(x, AugmentConfig(rrc=0.3), 48, g)
+    assert (crop - x).abs().mean() > 5
+    moved = augment.geometric(x, AugmentConfig(affine=1.0), 48, step_generator(torch.device("cpu"), 0, 0, 0))
+    assert moved.shape == x.shape and (moved - x).abs().mean() > 5
+    # each sample its own draw: the same image gets different transforms
+    twin = x[:1].expand(4, -1, -1, -1)
+    out = augment.geometric(twin, AugmentConfig(affine=1.0), 48, step_generator(torch.device("cpu"), 1, 0, 0))
+    assert (out[0] - out[1]).abs().mean() > 1
+
+
+def test_rotation_by_hand_matches_a_quarter_turn():
+    """A rotation of 90 degrees through the matrices equals torch.rot90 (checks the composition order)."""
+    x = _batch(1, 32).float()
+    theta = torch.tensor([[[math.cos(math.pi / 2), -math.sin(math.pi / 2), 0.0],
+                           [math.sin(math.pi / 2), math.cos(math.pi / 2), 0.0]]])
+    grid = torch.nn.functional.affine_grid(theta, [1, 3, 32, 32], align_corners=False)
+    out = torch.nn.functional.grid_sample(x, grid, align_corners=False)
+    assert torch.allclose(out, torch.rot90(x, 1, (2, 3)), atol=1e-3) or \
+        torch.allclose(out, torch.rot90(x, -1, (2, 3)), atol=1e-3)
+
+
+def test_same_step_same_draw_and_resizes_to_model_size():
+    prep = DevicePreprocess(torch.device("cpu"), (0.5,) * 3, (0.5,) * 3, 64)
+    cfg = AugmentConfig(affine=1.0, color=0.3, cutout=0.25)
+    a = prep(_batch(), None, cfg, step_generator(torch.device("cpu"), 3, 2, 7))
+    b = prep(_batch(), None, cfg, step_generator(torch.device("cpu"), 3, 2, 7))
+    c = prep(_batch(), None, cfg, step_generator(torch.device("cpu"), 3, 2, 8))
+    assert a.shape == (6, 3, 64, 64) and torch.equal(a, b) and not torch.equal(a, c)
+    holes = (a == 0).all(1).flatten(1)
+    assert (holes.sum(1) > 0).all() and (holes.sum(1) <= 17 * 17).all()   # one hole each, side 16
+    assert not (holes[0] == holes[1]).all()                              # in different places
+
+
+def test_color_keeps_gray_gray_and_range():
+    gray = torch.full((4, 3, 8, 8), 100.0)
+    out = augment.color(gray, 0.5, torch.Generator().manual_seed(0))
+    assert torch.allclose(out[:, 0], out[:, 1]) and out.min() >= 0 and out.max() <= 255
+    assert out.flatten(1).std(1).max() < 1e-3 and out[:, 0, 0, 0].std() > 1   # per-sample brightness
+
+
+def test_mixer_soft_targets_sum_to_one():
+    mix = augment.mixer(AugmentConfig(mixup=0.4, cutmix=1.0), 104, 0.1)
+    x = torch.randn(8, 3, 16, 16)
+    y = torch.arange(8)
+    xm, t = mix(x, y)
+    assert t.shape == (8, 104) and torch.allclose(t.sum(1), torch.ones(8))
+    assert augment.mixer(AugmentConfig(), 104, 0.1) is None
+
+
+@pytest.mark.parametrize("field", ["affine", "rrc", "color", "cutout", "mixup", "cutmix"])
+def test_any_flag(field):
+    assert AugmentConfig(**{field: 0.5}).any() and not AugmentConfig().any()
