@@ -277,7 +277,7 @@ def cmd_evaluate(args) -> int:
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         raise PetalnetError(f"{out}: its parent folder does not exist")
     probs, targets = predict_dataset(predictors, ds, batch_size=args.batch_size, tta=args.tta,
-                                     weights=args.ensemble_weights, progress=_progress())
+                                     weights=args.ensemble_weights, workers=args.workers, progress=_progress())
     result = evaluation(probs, targets)
     os.makedirs(out, exist_ok=True)
     from petalnet.atomic import write_json
@@ -334,7 +334,7 @@ def cmd_predict(args) -> int:
     name, ds = _split(args, False)
     _, ids = ds.metadata()
     probs, _ = predict_dataset(predictors, ds, batch_size=args.batch_size, tta=args.tta,
-                               weights=args.ensemble_weights, progress=_progress())
+                               weights=args.ensemble_weights, workers=args.workers, progress=_progress())
     if args.probs:
         from petalnet.atomic import atomic_path
         with atomic_path(args.probs, ".npz") as tmp:
@@ -409,6 +409,7 @@ def _predict_args(p: argparse.ArgumentParser, default_split: str) -> None:
     p.add_argument("--ensemble-weights", nargs="+", type=float, metavar="W",
                    help="one weight per model (the first, then --ensemble's), default equal")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=1, help="loader workers decoding JPEGs (default: 1)")
     p.set_defaults(default_split=default_split)
     _data_args(p)
 

@@ -69,7 +69,7 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision != "32" and cpu_supports_bf16())
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_batches(predictors: list[Predictor], batches, *, tta: bool | str | None = None,
                     weights: list[float] | None = None, device: torch.device | None = None,
                     precision: str = "auto"):
