@@ -5,7 +5,8 @@ peer tf.data pipeline (../shared/bench/peer_tfdata.py) in the same run when --pe
 that can import TensorFlow. Same protocol as the peer: one warm-up pass, then timed passes.
 
 Loaders: DataLoader with 0/1/2 worker processes (flip per image in the worker), and petalnet's
-ThreadedLoader with 2/3 threads (whole batches per thread, flips per batch in the thread).
+ThreadedLoader with 2/3 threads (whole batches per thread, JPEGs decoded straight into the batch,
+a random half mirrored while being copied out of the decoder's buffer).
 
 usage: python benchmarks/bench_input.py [--data DIR] [--workers 0,1,2] [--threads 2,3] [--peer PYTHON_WITH_TF]
 """
@@ -17,7 +18,6 @@ import re
 import subprocess
 import time
 
-import torch
 from torchvision.transforms import v2
 
 from petalnet.data.dataset import open_split
@@ -29,18 +29,10 @@ DEFAULT_DATA = os.path.join(SHARED, "data", "petals-mini", "tfrecords-jpeg-192x1
 PEER = os.path.join(SHARED, "bench", "peer_tfdata.py")
 
 
-def random_flips(batch):
-    """Mirror a random half of a uint8 batch, in place (one indexed copy per batch)."""
-    images = batch[0]
-    mask = torch.rand(len(images)) < 0.5
-    images[mask] = images[mask].flip(-1)
-    return batch
-
-
 def petalnet_rate(data: str, workers: int, batch: int, passes: int, threads: int = 0) -> float:
     if threads:
         ds = open_split(data)
-        loader = create_loader(ds, batch, shuffle=True, num_workers=0, threads=threads, batch_transform=random_flips)
+        loader = create_loader(ds, batch, shuffle=True, num_workers=0, threads=threads, flip=True)
     else:
         ds = open_split(data, transform=v2.RandomHorizontalFlip())
         loader = create_loader(ds, batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0)

@@ -30,6 +30,12 @@ def decode(data: bytes) -> torch.Tensor:
     return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
 
 
+try:   # libjpeg-turbo that decodes into a caller's buffer and releases the GIL: threads scale
+    import simplejpeg
+except ImportError:  # pragma: no cover - a dependency; the torchvision path still works
+    simplejpeg = None
+
+
 def _clean(err: Exception) -> str:
     # torchvision prefixes its messages with "func, /path/file.cpp:LINE, "
     return re.sub(r"^.*?\.cpp:\d+, ", "", str(err)).strip()
@@ -130,6 +136,48 @@ class TFRecordImages(torch.utils.data.Dataset):
         if self.transform is not None:
             img = self.transform(img)
         return img, (int(feats[self.label_key]) if self.labeled else feats[self.id_key].decode())
+
+    def load_batch(self, indices: list[int], flips: list[bool] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor | list[str]]:
+        """(uint8 batch (B, 3, S, S) in channels-last memory, labels or ids) of records ``indices``.
+
+        JPEGs are decoded straight into the batch (simplejpeg: no per-image tensor, no stack copy, GIL
+        released), so several threads build batches in parallel; channels-last is also the layout the
+        models run in. ``flips[k]`` mirrors image k in place. Other formats go through ``load``.
+        ``transform`` is not applied here.
+        """
+        out, targets = None, []
+        for k, i in enumerate(indices):
+            feats = self.read(i)
+            data = feats[self.image_key]
+            if simplejpeg is not None and data[:2] == b"\xff\xd8":
+                try:
+                    h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+                except ValueError as e:
+                    raise self.error(i, f"corrupt image ({e})", feats[self.id_key]) from None
+                size = self.image_size or (out.shape[1] if out is not None else h)
+                if (h, w) != (size, size):
+                    raise self.error(i, f"image is {w}x{h}, expected {size}x{size}", feats[self.id_key])
+                if out is None:
+                    out = np.empty((len(indices), size, size, 3), np.uint8)
+                try:
+                    simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out[k])
+                except ValueError as e:
+                    raise self.error(i, f"corrupt image ({e})", feats[self.id_key]) from None
+            else:
+                img, _ = self.load(i)
+                if out is None:
+                    out = np.empty((len(indices), img.shape[1], img.shape[2], 3), np.uint8)
+                elif img.shape[1:] != out.shape[1:3]:
+                    raise self.error(i, f"image is {img.shape[2]}x{img.shape[1]}, expected "
+                                        f"{out.shape[2]}x{out.shape[1]}", feats[self.id_key])
+                out[k] = img.permute(1, 2, 0).numpy()
+            if flips is not None and flips[k]:   # torch's flip: 13x numpy's reversed copy of 3-byte pixels
+                row = torch.from_numpy(out[k])
+                row.copy_(row.flip(1))
+            targets.append(int(feats[self.label_key]) if self.labeled else feats[self.id_key].decode())
+        images = torch.from_numpy(out).permute(0, 3, 1, 2)
+        return images, (torch.tensor(targets, dtype=torch.int64) if self.labeled else targets)
 
     def metadata(self) -> tuple[np.ndarray | None, list[str]]:
         """(labels or None, ids) of every record, without decoding images."""

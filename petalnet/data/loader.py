@@ -70,14 +70,15 @@ def fast_collate(batch):
 def create_loader(dataset, batch_size: int, *, shuffle: bool = False, rank: int = 0, world_size: int = 1,
                   num_workers: int = 2, seed: int = 0, pad: bool = False, drop_last: bool = False,
                   pin_memory: bool = False, prefetch_factor: int = 4, persistent_workers: bool = False,
-                  threads: int = 0, batch_transform=None):
+                  threads: int = 0, batch_transform=None, flip: bool = False):
     """DataLoader with a ShardSampler; ``loader.sampler.set_epoch(e)`` before each epoch. ``threads`` > 0
-    (with ``num_workers`` 0): a ``ThreadedLoader`` instead, batches built by threads of this process."""
+    (with ``num_workers`` 0): a ``ThreadedLoader`` instead, batches built by threads of this process,
+    which can also mirror images while decoding them (``flip``)."""
     sampler = ShardSampler(len(dataset), rank=rank, world_size=world_size, shuffle=shuffle, seed=seed,
                            pad=pad, drop_last=drop_last)
     if threads and not num_workers:
         return ThreadedLoader(dataset, batch_size, sampler, threads, prefetch=threads * prefetch_factor // 2,
-                              drop_last=drop_last, batch_transform=batch_transform)
+                              drop_last=drop_last, batch_transform=batch_transform, flip=flip, seed=seed)
     kwargs = dict(prefetch_factor=prefetch_factor, persistent_workers=persistent_workers) if num_workers else {}
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=fast_collate, pin_memory=pin_memory, drop_last=drop_last,
@@ -107,17 +108,31 @@ class ThreadedLoader:
     """
 
     def __init__(self, dataset, batch_size: int, sampler: Sampler, threads: int = 2, prefetch: int | None = None,
-                 drop_last: bool = False, batch_transform=None):
+                 drop_last: bool = False, batch_transform=None, flip: bool = False, seed: int = 0):
         self.dataset, self.batch_size, self.sampler = dataset, batch_size, sampler
         self.threads, self.prefetch = threads, prefetch or 2 * threads
         self.drop_last, self.batch_transform = drop_last, batch_transform
+        self.flip, self.seed = flip, seed   # flip: mirror per (sample, epoch, seed) coin while decoding
 
     def __len__(self) -> int:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def _batch(self, indices: list[int]):
-        batch = fast_collate([self.dataset[i] for i in indices])
+        flips = None
+        if self.flip:
+            from petalnet.accel import flip_mask
+            flips = flip_mask(torch.tensor(indices), getattr(self.sampler, "epoch", 0), self.seed).tolist()
+        inner = self.dataset.dataset if isinstance(self.dataset, WithIndex) else self.dataset
+        if getattr(inner, "transform", 0) is None and hasattr(inner, "load_batch"):   # decoded into the batch
+            batch = inner.load_batch(indices, flips)
+            if inner is not self.dataset:
+                batch = (*batch, torch.tensor(indices, dtype=torch.int64))
+        else:
+            batch = fast_collate([self.dataset[i] for i in indices])
+            if flips is not None:
+                mask = torch.tensor(flips)
+                batch[0][mask] = batch[0][mask].flip(-1)
         return self.batch_transform(batch) if self.batch_transform else batch
 
     def __iter__(self):

@@ -195,3 +195,23 @@ def test_threaded_loader_same_batches_as_dataloader(petals):
     broken = create_loader(ds, 64, num_workers=0, threads=2, batch_transform=lambda b: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         next(iter(broken))
+
+
+def test_load_batch_decodes_in_place_flips_and_names_bad_records(tmp_path, val_copy):
+    """The threaded fast path (simplejpeg into the batch) gives torchvision's pixels, mirrors exactly
+    the images asked, and reports a corrupt or wrong-sized JPEG like the per-image path."""
+    ds = TFRecordImages([val_copy])
+    idx = [0, 7, 100, 260]
+    images, labels = ds.load_batch(idx, flips=[False, True, False, True])
+    ref = torch.stack([ds[i][0] for i in idx])
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(images[[0, 2]], ref[[0, 2]]) and torch.equal(images[[1, 3]], ref[[1, 3]].flip(-1))
+    assert labels.tolist() == [ds[i][1] for i in idx]
+    wrong = TFRecordImages([val_copy], image_size=128)
+    with pytest.raises(DataError, match=r"record 7, id .*: image is 192x192, expected 128x128"):
+        wrong.load_batch([7])
+    good = _jpeg(val_copy)
+    path = _write(tmp_path / "bad.tfrec", [{"image": good, "class": 48, "id": "aaaaaaaaa"},
+                                           {"image": good[: len(good) // 3], "class": 48, "id": "bbbbbbbbb"}])
+    with pytest.raises(DataError, match=r"bad.tfrec at byte offset \d+: record 1, id bbbbbbbbb: corrupt image"):
+        TFRecordImages([path]).load_batch([0, 1])
