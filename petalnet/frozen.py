@@ -19,8 +19,12 @@ from petalnet.errors import PetalnetError
 LAYOUT = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool", "classifier")
 
 
+def splittable(model: nn.Module) -> bool:
+    return all(hasattr(model, a) for a in LAYOUT)
+
+
 def check_splittable(model: nn.Module, name: str, stage: int) -> None:
-    if not all(hasattr(model, a) for a in LAYOUT):
+    if not splittable(model):
         raise PetalnetError(f"--unfreeze-from works with timm's EfficientNet/MobileNet family "
                             f"(conv_stem, blocks, conv_head); {name} has another layout: use --recipe linear or "
                             "finetune, or --fine-tune / --freeze-backbone")

@@ -29,7 +29,8 @@ from petalnet.data.discovery import discover
 from petalnet.data.loader import WithIndex, create_loader
 from petalnet.errors import PetalnetError
 from petalnet.augment import AugmentConfig, mixer, step_generator
-from petalnet.frozen import Bottom, FeatureCache, Top, check_splittable, estimate_bytes, set_trainable_from
+from petalnet.frozen import (Bottom, FeatureCache, Top, check_splittable, estimate_bytes, set_trainable_from,
+                             splittable)
 from petalnet.models import create_model, head_parameters, normalization, set_backbone_frozen, train_mode
 from petalnet.schedules import Schedule
 
@@ -203,17 +204,27 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
     image_size = cfg.image_size or data_size
     world = fabric.world_size
     workers = cfg.workers if cfg.workers is not None else default_workers(fabric)
+    # CPU default: one decoding thread in this process instead of a worker process (no inter-process
+    # copy of each batch; JPEGs decoded straight into a channels-last batch, the model's layout)
+    threads = 1 if cfg.workers is None and fabric.device.type == "cpu" else 0
     on_gpu = fabric.device.type == "cuda"   # pinned pages for non-blocking copies; workers kept across epochs
     train_loader = create_loader(WithIndex(train_ds), cfg.batch_size, shuffle=True, rank=fabric.global_rank,
-                                 world_size=world, num_workers=workers, seed=cfg.seed, pad=True,
-                                 pin_memory=on_gpu, persistent_workers=on_gpu)
+                                 world_size=world, num_workers=0 if threads else workers, seed=cfg.seed, pad=True,
+                                 pin_memory=on_gpu, persistent_workers=on_gpu, threads=threads)
     val_loader = val_ds and create_loader(val_ds, cfg.batch_size * 2, rank=fabric.global_rank, world_size=world,
-                                          num_workers=workers, pin_memory=on_gpu, persistent_workers=on_gpu)
+                                          num_workers=0 if threads else workers, pin_memory=on_gpu,
+                                          persistent_workers=on_gpu, threads=threads)
 
     # model
     model, source = create_model(cfg.model, cfg.num_classes, pretrained=cfg.pretrained, weights=cfg.weights)
     mean, std = normalization(model)
     stage = cfg.unfreeze_from
+    if stage is not None and cfg.recipe and not splittable(model):
+        # a recipe's partial fine-tune asked of another family (resnet, convnext...): its head instead
+        if rank0:
+            _say(f"{cfg.model} has no EfficientNet-style stages to unfreeze from: training its head on the "
+                 "frozen backbone instead (--fine-tune to train every layer)")
+        stage = None
     if stage is not None:
         check_splittable(model, cfg.model, stage)
         set_trainable_from(model, stage)
@@ -254,6 +265,7 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
             "warmup_epochs": schedule.rampup_epochs, "precision": cfg.precision,
             "world_size": world, "global_batch": cfg.batch_size * world, "weights": source,
             "mean": mean, "std": std, "train_images": len(train_ds), "cached_frozen_bottom": cache is not None,
+            "unfreeze_from": stage,
             "val_images": len(val_ds) if val_ds else 0}}, os.path.join(cfg.out, "config.json"))
         if not resume:
             _say(f"{cfg.model} ({source}), {len(train_ds)} train / {len(val_ds) if val_ds else 0} val images "
@@ -383,8 +395,9 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
 
 
 def default_workers(fabric) -> int:
-    """DataLoader workers per process. On CPU the model's threads need the cores: one worker overlaps
-    decoding with compute without oversubscribing them (2 workers cost 10-20 % here on 2 cores)."""
+    """DataLoader workers per process when --workers is not given. On CPU (where ``_fit`` uses one
+    loader thread instead unless --workers is given) the model's threads need the cores: 2 workers
+    cost 10-20 % here on 2 cores."""
     if fabric.device.type == "cpu":
         return 1
     return max(1, min(8, (os.cpu_count() or 2) // max(1, torch.cuda.device_count())))

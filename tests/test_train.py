@@ -81,7 +81,7 @@ def test_existing_run_folder_is_not_overwritten(synthetic, tmp_path, capsys):
 
 
 def test_two_cpu_devices_match_one(synthetic, tmp_path):
-    common = ["--data", synthetic, "--epochs", "2", "--lr", "1e-3", "--precision", "32", "--quiet",
+    common = ["--recipe", "linear", "--data", synthetic, "--epochs", "2", "--lr", "1e-3", "--precision", "32", "--quiet",
               "--workers", "1", "--accelerator", "cpu", "--deterministic"]
     one = _cli("train", "--out", tmp_path / "one", "--batch-size", 32, *common)
     two = _cli("train", "--out", tmp_path / "two", "--batch-size", 16, "--devices", 2, *common)
@@ -98,7 +98,7 @@ def test_two_cpu_devices_match_one(synthetic, tmp_path):
     assert cfg["resolved"]["world_size"] == 2 and cfg["resolved"]["global_batch"] == 32
 
 
-INTERRUPTED = ["--epochs", "3", "--fine-tune", "--lr", "3e-4", "--precision", "32", "--deterministic", "--quiet",
+INTERRUPTED = ["--recipe", "linear", "--epochs", "3", "--fine-tune", "--lr", "3e-4", "--precision", "32", "--deterministic", "--quiet",
                "--workers", "0", "--batch-size", "16", "--seed", "1"]
 
 
@@ -209,6 +209,7 @@ def test_nan_loss_stops_with_clear_message(synthetic, tmp_path, capsys):
     run = tmp_path / "run"
     code = main(["train", "--data", synthetic, "--out", str(run), "--epochs", "2", "--optimizer", "sgd",
                  "--lr", "1e12", "--lr-schedule", "constant", "--label-smoothing", "0", "--quiet", "--workers", "0",
+                 "--recipe", "linear",
                  "--precision", "32"])
     assert code == 1
     assert "training loss became NaN/inf at epoch 1" in capsys.readouterr().err
