@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from petalnet import augment
 from petalnet.errors import PetalnetError
 
 try:   # the `lightning` package bundles Fabric; `lightning-fabric` is the standalone one
@@ -85,7 +86,6 @@ class DevicePreprocess:
     def __call__(self, images: torch.Tensor | list[torch.Tensor], flip: torch.Tensor | None = None,
                  aug=None, generator: torch.Generator | None = None) -> torch.Tensor:
         """``aug``: an ``augment.AugmentConfig`` applied per sample with ``generator`` (training only)."""
-        from petalnet import augment
         x = decode_on_device(images, self.device) if isinstance(images, list) else \
             images.to(self.device, non_blocking=True)
         if flip is not None:   # on uint8, a quarter of float's bytes
