@@ -112,9 +112,11 @@ class FeatureCache:
 
     def batches(self, batch_size: int, epoch: int, seed: int, start_step: int = 0):
         """(rows, labels, dataset indices) per step, in an order drawn per (seed, epoch)."""
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self), generator=g)
-        for i in range(start_step * batch_size, len(self), batch_size):
+        from petalnet.data.loader import ShardSampler   # the loader's per-epoch order, over the cache's rows
+        sampler = ShardSampler(len(self), shuffle=True, seed=seed)
+        sampler.set_epoch(epoch, start=start_step * batch_size)
+        order = torch.tensor(list(sampler), dtype=torch.long)
+        for i in range(0, len(order), batch_size):
             rows = order[i:i + batch_size]
             yield rows, self.labels[rows.to(self.labels.device)], self.indices[rows]
 

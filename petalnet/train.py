@@ -32,6 +32,7 @@ from petalnet.augment import AugmentConfig, mixer, step_generator
 from petalnet.frozen import (Bottom, FeatureCache, Top, check_splittable, estimate_bytes, set_trainable_from,
                              splittable)
 from petalnet.models import create_model, head_parameters, normalization, set_backbone_frozen, train_mode
+from petalnet.predict import TTA_VIEWS
 from petalnet.schedules import Schedule
 
 # Peak LR per replica when --lr is not given; the peak is this times the number of replicas
@@ -458,8 +459,6 @@ def _free_ram() -> int:
     except (OSError, KeyError, ValueError):
         return 4 * 2**30
 
-
-TTA_VIEWS = ("none", "flip", "full")
 
 
 def _view_batches(loader, prep, tta: str):
