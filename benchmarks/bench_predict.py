@@ -1,14 +1,17 @@
-"""`petalnet predict` throughput on petals-mini test (503 images): images/s of the whole predict pass
-(read, decode, preprocess, model, softmax) after one warm-up pass, for bf16 and fp32 PyTorch and
-the same model exported to ONNX (onnxruntime), no TTA.
+"""`petalnet predict` throughput on petals-mini test (503 images), no TTA: images/s of the predict pass
+(read, decode, preprocess, model, softmax) with the model prepared for the CPU (`petalnet/inference.py`:
+batch norm folded, bf16 weights, chunks of 16), counting that preparation and not; the same pass with
+the eager model under bf16 autocast (how petalnet ran before), in fp32, and exported to ONNX
+(onnxruntime); and the whole `petalnet predict` command (process start, imports, model load, CSV).
 
-usage: python benchmarks/bench_predict.py [RUN_DIR] [--data PETALS_MINI] [--batch 64] [--workers 1]
+usage: python benchmarks/bench_predict.py [RUN_DIR] [--data PETALS_MINI] [--batch 64] [--workers N]
 Without RUN_DIR, a 1-epoch `linear` run of tf_efficientnet_lite0 at 192 px is trained first (the
-speed does not depend on how well it was trained).
+speed does not depend on how well it was trained). --workers: loader processes (default: one thread).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -19,11 +22,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data", "petals-mini")
 
 
-def rate(predictors, ds, batch: int, workers: int, precision: str) -> float:
+def rate(load, ds, batch: int, workers, precision: str, warm: bool = True) -> float:
+    """images/s of one predict pass; ``warm``: after a first pass with the same predictor (model
+    prepared, caches warm), else with a freshly loaded one (its preparation counted)."""
     from petalnet.predict import predict_dataset
-    predict_dataset(predictors, ds, batch_size=batch, workers=workers, precision=precision, tta="none")
+    p = load()
+    if warm:
+        predict_dataset([p], ds, batch_size=batch, workers=workers, precision=precision, tta="none")
+    else:
+        predict_dataset([load()], ds, batch_size=batch, workers=workers, precision=precision, tta="none")
     t = time.perf_counter()
-    probs, _ = predict_dataset(predictors, ds, batch_size=batch, workers=workers, precision=precision, tta="none")
+    probs, _ = predict_dataset([p], ds, batch_size=batch, workers=workers, precision=precision, tta="none")
     return len(probs) / (time.perf_counter() - t)
 
 
@@ -32,7 +41,7 @@ def main() -> None:
     ap.add_argument("run", nargs="?")
     ap.add_argument("--data", default=DEFAULT_DATA)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int)
     args = ap.parse_args()
     from petalnet.data.dataset import open_split
     from petalnet.predict import load_predictor
@@ -45,14 +54,26 @@ def main() -> None:
                            stdout=subprocess.DEVNULL)
         ds = open_split(args.data, "test")
         p = load_predictor(run)
+        eager = lambda: dataclasses.replace(p, model=p.model.__call__, cpu_models={})   # noqa: E731 - not a Module: runs as is
         print(f"{p.model_name} at {p.image_size}px, {len(ds)} test images, batch {args.batch}, "
-              f"{args.workers} loader worker(s), {os.cpu_count()} CPUs", flush=True)
-        rows = [("PyTorch bf16 autocast", rate([p], ds, args.batch, args.workers, "auto")),
-                ("PyTorch fp32", rate([p], ds, args.batch, args.workers, "32"))]
+              + (f"{args.workers} loader worker(s)" if args.workers else "1 loader thread")
+              + f", {os.cpu_count()} CPUs", flush=True)
+        rows = [("bf16, prepared for the CPU, preparation counted", rate(lambda: load_predictor(run), ds, args.batch,
+                                                                         args.workers, "auto", warm=False)),
+                ("bf16, prepared for the CPU, steady state", rate(lambda: p, ds, args.batch, args.workers, "auto")),
+                ("bf16 autocast, eager model (before)", rate(eager, ds, args.batch, args.workers, "auto")),
+                ("fp32, prepared for the CPU", rate(lambda: p, ds, args.batch, args.workers, "32"))]
         onnx = os.path.join(tmp, "model.onnx")
         subprocess.run([sys.executable, "-m", "petalnet", "export", run, "--output", onnx], check=True,
                        stdout=subprocess.DEVNULL)
-        rows.append(("onnxruntime (petalnet export)", rate([load_predictor(onnx)], ds, args.batch, args.workers, "32")))
+        rows.append(("onnxruntime (petalnet export)",
+                     rate(lambda: load_predictor(onnx), ds, args.batch, args.workers, "32")))
+        cmd = [sys.executable, "-m", "petalnet", "predict", run, "--data", args.data, "--output",
+               os.path.join(tmp, "submission.csv"), "--tta", "none", "--batch-size", str(args.batch)]
+        t = time.perf_counter()
+        subprocess.run(cmd + (["--workers", str(args.workers)] if args.workers else []), check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        rows.append(("`petalnet predict` command, start to end", len(ds) / (time.perf_counter() - t)))
     for name, r in rows:
         print(f"{name}: {r:.0f} img/s")
 

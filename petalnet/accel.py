@@ -7,10 +7,6 @@ import torch.nn.functional as F
 from petalnet import augment
 from petalnet.errors import PetalnetError
 
-try:   # the `lightning` package bundles Fabric; `lightning-fabric` is the standalone one
-    from lightning.fabric import Fabric
-except ImportError:  # pragma: no cover - whichever is installed
-    from lightning_fabric import Fabric
 
 PRECISIONS = {"32": "32-true", "32-true": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed",
               "bf16": "bf16-mixed", "16": "16-mixed"}
@@ -38,7 +34,12 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 
 def make_fabric(accelerator: str = "auto", devices: int | str = 1, num_nodes: int = 1,
-                precision: str = "auto") -> Fabric:
+                precision: str = "auto"):
+    # imported here: Fabric pulls in torch._dynamo (~2 s), which predict and serve do not need
+    try:   # the `lightning` package bundles Fabric; `lightning-fabric` is the standalone one
+        from lightning.fabric import Fabric
+    except ImportError:  # pragma: no cover - whichever is installed
+        from lightning_fabric import Fabric
     multi = num_nodes > 1 or (devices not in (1, "1", "auto"))
     return Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
                   precision=resolve_precision(precision, accelerator), strategy="ddp" if multi else "auto")

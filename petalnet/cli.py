@@ -123,8 +123,8 @@ def cmd_demo(args) -> int:
 def _train_args(p: argparse.ArgumentParser) -> None:
     """Training options. Their defaults come from the recipe (--recipe, default 'default'): an option
     not given is absent from the parsed arguments, so the recipe's value stands."""
+    from petalnet.config import TrainConfig
     from petalnet.recipes import RECIPES
-    from petalnet.train import TrainConfig
     d = TrainConfig(**RECIPES["default"])
     first = len(p._actions)
     p.add_argument("--recipe", default="default", choices=list(RECIPES),
@@ -209,8 +209,8 @@ def _config_from_args(args, exclude=()):
     """The recipe's TrainConfig with the options given on the command line on top."""
     import dataclasses
 
+    from petalnet.config import TrainConfig
     from petalnet.recipes import recipe_config
-    from petalnet.train import TrainConfig
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"recipe", *exclude}
     given = {k: v for k, v in vars(args).items() if k in fields}
     if "freeze_backbone" in given and "unfreeze_from" not in given:   # --fine-tune / --freeze-backbone win
@@ -409,7 +409,7 @@ def _predict_args(p: argparse.ArgumentParser, default_split: str) -> None:
     p.add_argument("--ensemble-weights", nargs="+", type=float, metavar="W",
                    help="one weight per model (the first, then --ensemble's), default equal")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=1, help="loader workers decoding JPEGs (default: 1)")
+    p.add_argument("--workers", type=int, help="loader processes decoding JPEGs (default: none, one loader thread)")
     p.set_defaults(default_split=default_split)
     _data_args(p)
 

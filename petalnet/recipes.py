@@ -36,7 +36,7 @@ RECIPES: dict[str, dict] = {
 
 def recipe_config(name: str, **overrides):
     """TrainConfig of recipe ``name`` with ``overrides`` (explicit options) on top."""
-    from petalnet.train import TrainConfig
+    from petalnet.config import TrainConfig
     if name not in RECIPES:
         raise PetalnetError(f"--recipe {name}: choose one of {', '.join(RECIPES)}")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}

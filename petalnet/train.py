@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from petalnet import checkpoint, metrics
 from petalnet.atomic import write_json, write_lines
 from petalnet.accel import DevicePreprocess, flip_mask, make_fabric, resolve_precision
-from petalnet.classes import NUM_CLASSES
 from petalnet.data.dataset import TFRecordImages
 from petalnet.data.discovery import discover
 from petalnet.data.loader import WithIndex, create_loader
 from petalnet.errors import PetalnetError
-from petalnet.augment import AugmentConfig, mixer, step_generator
+from petalnet.augment import mixer, step_generator
+from petalnet.config import TrainConfig
 from petalnet.frozen import (Bottom, FeatureCache, Top, check_splittable, estimate_bytes, set_trainable_from,
                              splittable)
 from petalnet.models import create_model, head_parameters, normalization, set_backbone_frozen, train_mode
@@ -38,62 +38,6 @@ from petalnet.schedules import Schedule
 # Peak LR per replica when --lr is not given; the peak is this times the number of replicas
 # (devices x nodes), the tutorial's rule (LR_MAX = 5e-5 * replicas, batch 16 * replicas).
 BASE_LR = {"competition": 5e-5, "cosine": 1e-3, "constant": 1e-3}
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    data: str | None = None
-    out: str | None = None
-    model: str = "tf_efficientnet_lite0"
-    image_size: int | None = None          # default: the data's size
-    epochs: int = 8
-    batch_size: int = 32                   # per device
-    lr: float | None = None                # peak; None: BASE_LR[schedule] x replicas
-    lr_schedule: str = "cosine"
-    warmup_epochs: float | None = None     # cosine warm-up / competition ramp-up (default min(1, epochs/3) / 5)
-    lr_start: float = 1e-5
-    min_lr: float = 1e-5
-    sustain_epochs: float = 0
-    lr_decay: float = 0.8
-    optimizer: str = "adamw"
-    weight_decay: float = 0.01
-    label_smoothing: float = 0.1
-    freeze_backbone: bool = True           # train the head only (ignored with unfreeze_from)
-    freeze_epochs: int = 0
-    unfreeze_from: int | None = None       # train blocks[k:] and the head; stem and blocks[:k] stay frozen
-    head_lr_scale: float = 1.0             # the head's LR is this x the schedule's (layer-wise LR)
-    cache_frozen: bool = True              # compute the frozen bottom once per image and mirror (when
-                                           # nothing but flips augments it)
-    tta: str = "none"                      # views averaged at validation, and predict's default: none|flip|full
-    pretrained: bool = True
-    weights: str | None = None
-    num_classes: int = NUM_CLASSES
-    flip: bool = True
-    affine: float = 0.0                    # augmentations on the device: see petalnet.augment.AugmentConfig
-    rrc: float = 0.0
-    color: float = 0.0
-    cutout: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    train_on_val: bool = False             # train on train + val (a final model; no validation)
-    seed: int = 0
-    deterministic: bool = False
-    accelerator: str = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    precision: str = "auto"
-    workers: int | None = None             # None: 1 on CPU (the model needs the cores), else CPUs / devices
-    decode: str = "cpu"                    # "gpu": loader workers only read; nvJPEG decodes batches on the GPU
-    compile: bool = False                  # torch.compile the training forward/backward
-    train_split: str = "train"
-    val_split: str = "val"
-    quiet: bool = False
-    force: bool = False
-    max_steps: int | None = None           # stop after this many steps (benchmarks, smoke tests)
-    recipe: str | None = None              # the preset the values came from (recorded, see petalnet.recipes)
-
-    def augment(self) -> AugmentConfig:
-        return AugmentConfig(self.affine, self.rrc, self.color, self.cutout, self.mixup, self.cutmix)
 
 
 class Stop(Exception):

@@ -16,7 +16,7 @@ from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from petalnet.errors import PetalnetError
-from petalnet.predict import MAX_PIXELS, Predictor, load_photo, predict_batches, top_entries
+from petalnet.predict import MAX_PIXELS, Predictor, inference_model, load_photo, predict_batches, top_entries
 
 PAGE = os.path.join(os.path.dirname(__file__), "page.html")
 ACCEPTED_TYPES = ("image/", "application/octet-stream")
@@ -82,6 +82,8 @@ def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_p
 
     @asynccontextmanager
     async def lifespan(app):
+        # the model is prepared for the CPU (batch norm folded, bf16) before the first request, not in it
+        await asyncio.to_thread(inference_model, predictor, torch.device("cpu"), "auto")
         await batcher.start()
         yield
         await batcher.stop()
