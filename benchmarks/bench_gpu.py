@@ -7,8 +7,12 @@
    batch, bf16, channels-last) for efficientnet_b0 and tf_efficientnet_lite0, all layers trained, eager,
    with GPU decode, and compiled; each in its own process so peak GPU memory is its own.
 
-usage: python benchmarks/bench_gpu.py [--data PETALS_MINI] [--out DIR] [--skip-compile]
-Each line of the table is also appended to OUT/gpu.jsonl.
+4. `predict_dataset` on the GPU (what `petalnet predict --device auto` runs there) for Lite0.
+
+usage: python benchmarks/bench_gpu.py [--data PETALS_MINI] [--out DIR] [--skip-compile] [--skip-input]
+                                      [--only compile|predict]
+Each line of the table is also appended to OUT/gpu.jsonl. `--only compile` is the call still owed
+(two compilations take minutes: give it a call of its own).
 """
 from __future__ import annotations
 
@@ -48,6 +52,24 @@ def input_rate(files: list[str], decode: str, workers: int, batch: int = 256, se
     return n / (time.perf_counter() - t0)
 
 
+def predict_rate(files: list[str], model_name: str = "tf_efficientnet_lite0", batch: int = 256) -> float:
+    """images/s of ``predict_dataset`` on the GPU (bf16 autocast, default loader workers, no TTA) over
+    ``files``, after a warm-up pass over the first of them; a random-init model (speed only)."""
+    from petalnet.data.dataset import TFRecordImages
+    from petalnet.models import create_model, normalization
+    from petalnet.predict import Predictor, predict_dataset
+
+    dev = torch.device("cuda")
+    model, _ = create_model(model_name, 104, pretrained=False)
+    model = model.to(dev, memory_format=torch.channels_last).eval()
+    p = Predictor(model_name, model, 104, 224, *normalization(model), model_name=model_name)
+    predict_dataset([p], TFRecordImages(files[:4], labeled=False), batch_size=batch, tta="none", device=dev)
+    ds = TFRecordImages(files, labeled=False)
+    t = time.perf_counter()
+    probs, _ = predict_dataset([p], ds, batch_size=batch, tta="none", device=dev)
+    return len(probs) / (time.perf_counter() - t)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=DEFAULT_DATA)
@@ -55,7 +77,10 @@ def main() -> None:
     ap.add_argument("--skip-compile", action="store_true")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--skip-input", action="store_true", help="skip the input-only measurements")
+    ap.add_argument("--only", choices=["compile", "predict"], help="run only this measurement (a short call)")
     args = ap.parse_args()
+    if args.only:
+        args.skip_input = True
     os.makedirs(args.out, exist_ok=True)
     jsonl = os.path.join(args.out, "gpu.jsonl")
     import timm
@@ -79,12 +104,18 @@ def main() -> None:
         with open(jsonl, "a") as f:
             f.write(json.dumps(rows[-1]) + "\n")
 
+    if args.only in (None, "predict"):
+        rate = predict_rate(files * 4)
+        rows.append({"what": f"predict_dataset, tf_efficientnet_lite0 224 px bf16 b256, {len(files) * 4} "
+                             "files' images, default loader workers", "img_s": rate})
+        print(rows[-1], flush=True)
+
     common = ["--image-size", "224", "--batch", "256", "--fine-tune", "--no-pretrained", "--repeat-data", "20",
               "--repeats", "1", "--precision", "bf16-mixed", "--data", data224, "--json", jsonl]
     runs = [["--model", "efficientnet_b0"],
             ["--model", "efficientnet_b0", "--decode", "gpu"],
-            ["--model", "tf_efficientnet_lite0"]]
-    if not args.skip_compile:
+            ["--model", "tf_efficientnet_lite0"]] if args.only is None else []
+    if not args.skip_compile and args.only in (None, "compile"):
         runs += [["--model", "efficientnet_b0", "--compile"]]
     for extra in runs:
         t = time.perf_counter()
@@ -109,6 +140,8 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- |")
     for row in rows:
         print(f"| {row['what']} | {row['img_s']:.0f} | | | |")
+    if not os.path.exists(jsonl):
+        return
     with open(jsonl) as f:
         for line in f:
             r = json.loads(line)

@@ -248,8 +248,10 @@ def cmd_schedule(args) -> int:
 
 
 def _predictors(args):
-    from petalnet.predict import load_predictor
-    return [load_predictor(m) for m in [args.model, *(args.ensemble or [])]]
+    """The models named on the command line, on ``args.device`` (resolved: set to a torch.device)."""
+    from petalnet.predict import load_predictor, resolve_device
+    args.device = resolve_device(args.device)
+    return [load_predictor(m, args.device) for m in [args.model, *(args.ensemble or [])]]
 
 
 def _split(args, labeled: bool | None):
@@ -277,7 +279,8 @@ def cmd_evaluate(args) -> int:
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         raise PetalnetError(f"{out}: its parent folder does not exist")
     probs, targets = predict_dataset(predictors, ds, batch_size=args.batch_size, tta=args.tta,
-                                     weights=args.ensemble_weights, workers=args.workers, progress=_progress())
+                                     weights=args.ensemble_weights, workers=args.workers, progress=_progress(),
+                                     device=args.device)
     result = evaluation(probs, targets)
     os.makedirs(out, exist_ok=True)
     from petalnet.atomic import write_json
@@ -314,7 +317,8 @@ def cmd_predict(args) -> int:
     predictors = _predictors(args)
     if args.photos:
         failed = 0
-        results = top_k(predictors, args.photos, k=args.top_k, tta=args.tta, weights=args.ensemble_weights)
+        results = top_k(predictors, args.photos, k=args.top_k, tta=args.tta, weights=args.ensemble_weights,
+                        device=args.device)
         if args.json:
             print(json.dumps([{"file": p, "error": str(r)} if isinstance(r, Exception) else
                               {"file": p, "top": [{"label": c, "name": n, "probability": v} for c, n, v in r]}
@@ -334,7 +338,8 @@ def cmd_predict(args) -> int:
     name, ds = _split(args, False)
     _, ids = ds.metadata()
     probs, _ = predict_dataset(predictors, ds, batch_size=args.batch_size, tta=args.tta,
-                               weights=args.ensemble_weights, workers=args.workers, progress=_progress())
+                               weights=args.ensemble_weights, workers=args.workers, progress=_progress(),
+                               device=args.device)
     if args.probs:
         from petalnet.atomic import atomic_path
         with atomic_path(args.probs, ".npz") as tmp:
@@ -409,7 +414,10 @@ def _predict_args(p: argparse.ArgumentParser, default_split: str) -> None:
     p.add_argument("--ensemble-weights", nargs="+", type=float, metavar="W",
                    help="one weight per model (the first, then --ensemble's), default equal")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, help="loader processes decoding JPEGs (default: none, one loader thread)")
+    p.add_argument("--workers", type=int, help="loader processes decoding JPEGs (default: on a CPU none, one "
+                                                "loader thread; on a GPU up to 8)")
+    p.add_argument("--device", default="auto", help="where the model runs: auto (a CUDA GPU if visible, else the "
+                                                    "CPU), cpu, cuda, cuda:N (default: auto)")
     p.set_defaults(default_split=default_split)
     _data_args(p)
 

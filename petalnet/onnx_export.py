@@ -55,7 +55,7 @@ class OnnxModel:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
-        return torch.from_numpy(self.session.run(None, {self.input: arr})[0])
+        return torch.from_numpy(self.session.run(None, {self.input: arr})[0]).to(x.device)   # ensembles on a GPU
 
     def eval(self):
         return self

@@ -46,6 +46,23 @@ class Predictor:
     cpu_models: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # by bf16: see inference_model
 
 
+def resolve_device(name: str = "auto") -> torch.device:
+    """Where inference runs: 'auto' is the first CUDA GPU when one is visible, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise PetalnetError(f"--device {name}: not a device (auto, cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise PetalnetError(f"--device {name}: inference runs on cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PetalnetError(f"--device {name}: no CUDA GPU is visible to torch {torch.__version__}")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise PetalnetError(f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
+    return device
+
+
 def load_predictor(path: str, device: torch.device | None = None) -> Predictor:
     """A RUN_DIR (its best checkpoint), a checkpoint file or an exported .onnx file, ready to predict."""
     if str(path).endswith(".onnx"):
@@ -122,13 +139,20 @@ def zoom(x: torch.Tensor, keep: float = 0.875) -> torch.Tensor:
 
 
 def predict_dataset(predictors, dataset, *, batch_size: int = 64, tta: bool | str | None = None, weights=None,
-                    workers: int | None = None, progress=None, precision: str = "auto"):
+                    workers: int | None = None, progress=None, precision: str = "auto",
+                    device: torch.device | None = None):
     """(probabilities (N, C) float64, targets: int64 labels or list of ids) over a whole dataset, in order.
-    ``workers``: loader processes; None: one loader thread of this process (the model needs the cores)."""
-    loader = create_loader(dataset, batch_size, num_workers=workers or 0, threads=0 if workers else 1)
+    ``workers``: loader processes; None: on a CPU one loader thread of this process (the model needs
+    the cores), on a GPU up to 8 processes. ``device``: where the predictors' models are (CPU default)."""
+    device = device or torch.device("cpu")
+    if workers is None and device.type == "cuda":
+        workers = min(8, os.cpu_count() or 1)
+    loader = create_loader(dataset, batch_size, num_workers=workers or 0, threads=0 if workers else 1,
+                           pin_memory=device.type == "cuda")
     batches = progress(loader, total=len(loader), desc="predict", unit="batch") if progress else loader
     probs, targets = [], []
-    for p, t in predict_batches(predictors, batches, tta=tta, weights=weights, precision=precision):
+    for p, t in predict_batches(predictors, batches, tta=tta, weights=weights, precision=precision,
+                                device=device):
         probs.append(p)
         targets += t.tolist() if torch.is_tensor(t) else list(t)
     return torch.cat(probs).numpy(), (np.asarray(targets, np.int64) if dataset.labeled else targets)
@@ -205,7 +229,8 @@ def top_entries(probs: torch.Tensor, k: int) -> list[tuple[int, str, float]]:
     return [(int(i), CLASSES[int(i)] if int(i) < len(CLASSES) else str(int(i)), float(v)) for v, i in zip(values, idx)]
 
 
-def top_k(predictors, photo_paths: list[str], k: int = 5, tta: bool | str | None = None, weights=None):
+def top_k(predictors, photo_paths: list[str], k: int = 5, tta: bool | str | None = None, weights=None,
+          device: torch.device | None = None):
     """Per photo: (path, [(class, name, probability), ...]) or (path, PetalnetError)."""
     size = max(p.image_size for p in predictors)
     results = []
@@ -215,6 +240,6 @@ def top_k(predictors, photo_paths: list[str], k: int = 5, tta: bool | str | None
         except PetalnetError as e:
             results.append((path, e))
             continue
-        (probs, _), = predict_batches(predictors, [(img[None], [path])], tta=tta, weights=weights)
+        (probs, _), = predict_batches(predictors, [(img[None], [path])], tta=tta, weights=weights, device=device)
         results.append((path, top_entries(probs[0], k)))
     return results

@@ -122,6 +122,14 @@ def test_wrong_inputs_write_nothing(run, petals, synthetic, tmp_path, capsys):
     (tmp_path / "junk.pt").write_bytes(b"nope")
     with pytest.raises(PetalnetError, match="junk.pt: not a readable checkpoint"):
         load_predictor(str(tmp_path / "junk.pt"))
+    # devices that are not there, or not devices
+    missing = ["tpu", "banana"] + ([] if torch.cuda.is_available() else ["cuda", "cuda:1"])
+    for device in missing:
+        assert main(["predict", run, "--data", synthetic, "--split", "test", "--device", device,
+                     "--output", str(tmp_path / "s.csv")]) == 1
+        err = capsys.readouterr().err
+        assert f"--device {device}:" in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "s.csv").exists()
 
 
 def test_top_k_for_photos(run, tmp_path, capsys):
