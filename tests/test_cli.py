@@ -99,3 +99,12 @@ def test_classes_listing(argv, capsys):
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 104 and lines[48].split(maxsplit=1) == ["48", "daisy"]
+
+
+def test_light_imports():
+    """The parser (every --help) needs no torch; predict and serve need no Lightning (~2 s each)."""
+    code = ("import sys; from petalnet.cli import build_parser; build_parser(); a = 'torch' in sys.modules; "
+            "import petalnet.predict, petalnet.serve.app; "
+            "print(a, any(m.split('.')[0] in ('lightning', 'lightning_fabric') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
