@@ -115,18 +115,23 @@ def predict_batches(predictors: list[Predictor], batches, *, tta: bool | str | N
         raise PetalnetError(f"--ensemble-weights needs {len(predictors)} non-negative numbers, not all zero")
     w = (w / w.sum()).tolist()
     preps = [DevicePreprocess(device, p.mean, p.std, p.image_size) for p in predictors]
-    views = TTA_VIEWS[tta_mode(tta, predictors)]
+    mode = tta_mode(tta, predictors)
+    n = len(TTA_VIEWS[mode])
     models = [inference_model(p, device, precision) for p in predictors]
     for images, targets in batches:
         total = None
         for model, prep, weight in zip(models, preps, w):
-            x = prep(images)
-            for view in views:
-                v = x.flip(-1) if view == "flip" else zoom(x) if view == "zoom" else x
+            for v in tta_views(prep(images), mode):
                 with _autocast(device, precision):
                     probs = F.softmax(model(v).float(), dim=1).double()
-                total = probs * (weight / len(views)) if total is None else total + probs * (weight / len(views))
+                total = probs * (weight / n) if total is None else total + probs * (weight / n)
         yield total.cpu(), targets
+
+
+def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
+    """The views of a normalised batch that TTA mode ``tta`` averages (``TTA_VIEWS``)."""
+    make = {"identity": lambda: x, "flip": lambda: x.flip(-1), "zoom": lambda: zoom(x)}
+    return [make[view]() for view in TTA_VIEWS[tta]]
 
 
 def zoom(x: torch.Tensor, keep: float = 0.875) -> torch.Tensor:

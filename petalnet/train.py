@@ -32,7 +32,7 @@ from petalnet.config import TrainConfig
 from petalnet.frozen import (Bottom, FeatureCache, Top, check_splittable, estimate_bytes, set_trainable_from,
                              splittable)
 from petalnet.models import create_model, head_parameters, normalization, set_backbone_frozen, train_mode
-from petalnet.predict import TTA_VIEWS
+from petalnet.predict import TTA_VIEWS, tta_views
 from petalnet.schedules import Schedule
 
 # Peak LR per replica when --lr is not given; the peak is this times the number of replicas
@@ -152,10 +152,11 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
     # CPU default: one decoding thread in this process instead of a worker process (no inter-process
     # copy of each batch; JPEGs decoded straight into a channels-last batch, the model's layout)
     threads = 1 if cfg.workers is None and fabric.device.type == "cpu" else 0
+    loader_flips = bool(threads) and cfg.flip   # the thread mirrors each image as it decodes it
     on_gpu = fabric.device.type == "cuda"   # pinned pages for non-blocking copies; workers kept across epochs
     train_loader = create_loader(WithIndex(train_ds), cfg.batch_size, shuffle=True, rank=fabric.global_rank,
                                  world_size=world, num_workers=0 if threads else workers, seed=cfg.seed, pad=True,
-                                 pin_memory=on_gpu, persistent_workers=on_gpu, threads=threads)
+                                 pin_memory=on_gpu, persistent_workers=on_gpu, threads=threads, flip=loader_flips)
     val_loader = val_ds and create_loader(val_ds, cfg.batch_size * 2, rank=fabric.global_rank, world_size=world,
                                           num_workers=0 if threads else workers, pin_memory=on_gpu,
                                           persistent_workers=on_gpu, threads=threads)
@@ -191,7 +192,8 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
     # frozen bottom computed once: only flips may augment what it sees
     cache = None
     if stage is not None and cfg.cache_frozen and not aug.any():
-        cache = _build_caches(fabric, cfg, module, stage, train_ds, val_ds, image_size, world, workers, prep, rank0)
+        cache = _build_caches(fabric, cfg, module, stage, train_ds, val_ds, image_size, world, workers, threads,
+                              prep, rank0)
     net = Top(module, stage, float32=fabric.device.type == "cpu") if cache else module
     model = fabric.setup_module(torch.compile(net) if cfg.compile else net)
     optimizer = fabric.setup_optimizers(optimizer)
@@ -251,7 +253,8 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
                 for group in optimizer.param_groups:
                     group["lr"] = lr * group["lr_scale"]
                 # the coin is computed where the batch goes: a pageable host->device copy would block
-                flips = flip_mask(indices.to(fabric.device, non_blocking=True), epoch, cfg.seed) if cfg.flip else None
+                flips = flip_mask(indices.to(fabric.device, non_blocking=True), epoch, cfg.seed) \
+                    if cfg.flip and (cache or not loader_flips) else None
                 if cache:
                     x = cache[0].gather(images, flips)
                 else:
@@ -369,7 +372,7 @@ def _accumulate(fabric, prev: dict | None, loss_sum, correct, seen: int, t0: flo
             "seen": prev["seen"] + int(totals[2].item()), "seconds": prev["seconds"] + time.perf_counter() - t0}
 
 
-def _build_caches(fabric, cfg, module, stage, train_ds, val_ds, image_size, world, workers, prep, rank0):
+def _build_caches(fabric, cfg, module, stage, train_ds, val_ds, image_size, world, workers, threads, prep, rank0):
     """(train cache, val cache or None), or None when they would not fit in a third of the free memory."""
     dtype = torch.bfloat16 if "bf16" in cfg.precision else torch.float16 if "16" in cfg.precision else torch.float32
     bottom = Bottom(module, stage)
@@ -384,10 +387,10 @@ def _build_caches(fabric, cfg, module, stage, train_ds, val_ds, image_size, worl
     t0 = time.perf_counter()
     # this rank's fixed shard of the training set, in dataset order (epochs reshuffle it locally)
     loaders = [create_loader(WithIndex(train_ds), cfg.batch_size * 2, rank=fabric.global_rank, world_size=world,
-                             num_workers=workers, pad=True)]
+                             num_workers=0 if threads else workers, pad=True, threads=threads)]
     if val_ds:
         loaders.append(create_loader(val_ds, cfg.batch_size * 2, rank=fabric.global_rank, world_size=world,
-                                     num_workers=workers))
+                                     num_workers=0 if threads else workers, threads=threads))
     caches = [FeatureCache.build(bottom, loader, prep, fabric.autocast, dtype) for loader in loaders]
     if rank0:
         _say(f"frozen bottom (stem + blocks[:{stage}]) cached for {sum(len(c) for c in caches)} images and "
@@ -404,14 +407,10 @@ def _free_ram() -> int:
         return 4 * 2**30
 
 
-
 def _view_batches(loader, prep, tta: str):
-    """(views of the batch, labels): the batch, its mirror (flip, full) and a centre zoom (full)."""
-    from petalnet.predict import zoom
+    """(TTA views of the batch, labels), the views predict averages."""
     for images, labels in loader:
-        x = prep(images)
-        views = [x] + ([x.flip(-1)] if tta != "none" else []) + ([zoom(x)] if tta == "full" else [])
-        yield views, labels
+        yield tta_views(prep(images), tta), labels
 
 
 @torch.no_grad()

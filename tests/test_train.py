@@ -303,3 +303,17 @@ def test_compile_trains_the_same_model(synthetic, tmp_path):
     trained, rounding = (flat(a) - flat(start)).norm(), (flat(b) - flat(a)).norm()
     assert 0.1 < trained < 0.5 * flat(start).norm()   # moved by the steps, from the same start
     assert rounding < 1e-2 * trained, (trained, rounding)
+
+
+def test_cpu_loader_thread_flips_like_the_step(synthetic, tmp_path):
+    """On a CPU the default loader thread mirrors images while decoding them; with --workers the step
+    mirrors them. Same coins (sample, epoch, seed), so the same model, across an epoch boundary."""
+    base = dict(data=synthetic, epochs=2, precision="32", quiet=True, max_steps=18, seed=4, lr=1e-2)
+    train(TrainConfig(out=str(tmp_path / "thread"), workers=None, **base))
+    train(TrainConfig(out=str(tmp_path / "inline"), workers=0, **base))
+    a = torch.load(tmp_path / "thread" / "checkpoints" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "inline" / "checkpoints" / "last.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 1 and a["step"] == 3
+    for k, v in a["model"].items():
+        torch.testing.assert_close(b["model"][k], v, msg=k)
+    assert history(tmp_path / "thread") == history(tmp_path / "inline")

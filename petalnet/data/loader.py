@@ -101,8 +101,9 @@ class WithIndex(torch.utils.data.Dataset):
 class ThreadedLoader:
     """Batches built by threads of this process, each thread a whole batch (read, check, decode, collate).
 
-    torchvision's JPEG decoder and torch's copies release the GIL, so threads decode in parallel
-    without worker processes' pickling and shared-memory copies of every batch. Same interface as
+    simplejpeg (``TFRecordImages.load_batch``, decoding straight into the batch) and torch's copies
+    release the GIL, so threads decode in parallel without worker processes' pickling and
+    shared-memory copies of every batch. Same interface as
     the DataLoader of ``create_loader``: iterate, ``len()``, ``loader.sampler.set_epoch(e)``.
     ``batch_transform`` runs on each collated batch in the thread (e.g. random flips).
     """
