@@ -10,7 +10,7 @@
 4. `predict_dataset` on the GPU (what `petalnet predict --device auto` runs there) for Lite0.
 
 usage: python benchmarks/bench_gpu.py [--data PETALS_MINI] [--out DIR] [--skip-compile] [--skip-input]
-                                      [--only compile|predict]
+                                      [--only compile|predict ...]
 Each line of the table is also appended to OUT/gpu.jsonl. `--only compile` is the call still owed
 (two compilations take minutes: give it a call of its own).
 """
@@ -77,7 +77,8 @@ def main() -> None:
     ap.add_argument("--skip-compile", action="store_true")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--skip-input", action="store_true", help="skip the input-only measurements")
-    ap.add_argument("--only", choices=["compile", "predict"], help="run only this measurement (a short call)")
+    ap.add_argument("--only", choices=["compile", "predict"], action="append",
+                    help="run only this measurement (repeatable: --only predict --only compile)")
     args = ap.parse_args()
     if args.only:
         args.skip_input = True
@@ -104,7 +105,7 @@ def main() -> None:
         with open(jsonl, "a") as f:
             f.write(json.dumps(rows[-1]) + "\n")
 
-    if args.only in (None, "predict"):
+    if args.only is None or "predict" in args.only:
         rate = predict_rate(files * 4)
         rows.append({"what": f"predict_dataset, tf_efficientnet_lite0 224 px bf16 b256, {len(files) * 4} "
                              "files' images, default loader workers", "img_s": rate})
@@ -115,7 +116,7 @@ def main() -> None:
     runs = [["--model", "efficientnet_b0"],
             ["--model", "efficientnet_b0", "--decode", "gpu"],
             ["--model", "tf_efficientnet_lite0"]] if args.only is None else []
-    if not args.skip_compile and args.only in (None, "compile"):
+    if not args.skip_compile and (args.only is None or "compile" in args.only):
         runs += [["--model", "efficientnet_b0", "--compile"]]
     for extra in runs:
         t = time.perf_counter()
@@ -123,7 +124,7 @@ def main() -> None:
         try:
             r = subprocess.run([sys.executable, os.path.join(HERE, "bench_train.py"), *common, *extra,
                                 "--steps", str(args.steps + (60 if compiled else 0))], capture_output=True, text=True,
-                               timeout=300 if compiled else 150,
+                               timeout=380 if compiled else 150,
                                env={**os.environ, **({"TORCH_LOGS": "recompiles"} if compiled else {})})
         except subprocess.TimeoutExpired:
             print(" ".join(extra), "timed out", flush=True)
