@@ -1,7 +1,9 @@
 """Training-loop overhead: `petalnet train` (real TFRecords, real loader, Fabric) against a bare PyTorch
 loop on the same model, batch and precision with tensors already in memory, in the same run.
 
-Both count steady-state images/s after 10 warm-up steps.
+All count steady-state images/s after 10 warm-up steps. With a frozen backbone on CPU (the default
+here), petalnet runs the backbone from a prepared copy (batch norm folded, bf16 weights: petalnet.frozen
+.CPUFrozenBackbone); a third loop runs that same copy bare, and its ratio is the loop's own overhead.
 usage: python benchmarks/bench_train.py [--model tf_efficientnet_lite0] [--image-size 192] [--batch 32]
        [--steps 80] [--repeats 3] [--fine-tune] [--precision auto] [--workers 2] [--data DIR]
        [--repeat-data N] [--no-pretrained] [--compile] [--decode gpu] [--json FILE]
@@ -21,7 +23,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from petalnet.accel import make_fabric, resolve_precision
+from petalnet.accel import keep_freed_memory, make_fabric, resolve_precision
+from petalnet.frozen import CPUFrozenBackbone
 from petalnet.models import create_model, set_backbone_frozen, train_mode
 from petalnet.train import TrainConfig, train
 
@@ -29,13 +32,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data", "petals-mini")
 
 
-def bare_loop(args, precision: str) -> float:
-    """The same step without petalnet: model, AdamW, autocast, channels-last, in-memory batches."""
+def bare_loop(args, precision: str, prepared: bool = False) -> float:
+    """The same step without petalnet: model, AdamW, autocast, channels-last, in-memory batches.
+    ``prepared``: the frozen backbone runs from petalnet's prepared copy (``CPUFrozenBackbone``), as
+    ``petalnet train`` runs it on CPU, so the two loops do the same arithmetic (the loop's overhead)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, _ = create_model(args.model, 104, pretrained=args.pretrained)
     set_backbone_frozen(model, not args.fine_tune)
     model = model.to(device, memory_format=torch.channels_last)
     train_mode(model)
+    if prepared:
+        model = CPUFrozenBackbone(model, args.image_size, bf16=precision == "bf16-mixed")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     x = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
     x = x.contiguous(memory_format=torch.channels_last)
@@ -98,27 +105,41 @@ def main() -> None:
     args = ap.parse_args()
     precision = resolve_precision(args.precision, "auto")
     device = make_fabric(precision=args.precision).device
+    if device.type == "cpu":   # what petalnet train sets on CPU, here for every loop (benchmarks/bench_allocator.py)
+        keep_freed_memory()
     print(f"{args.model} at {args.image_size}px, batch {args.batch}, {precision}, "
           f"{'all layers' if args.fine_tune else 'head only'}, {device}, {os.cpu_count()} CPUs"
           f"{', compiled' if args.compile else ''}, decode on {args.decode}")
-    ours, bare, peak = [], [], {}
-    for r in range(args.repeats):   # alternate, so drifts of a shared machine hit both alike
-        for name, run, rates in (("petalnet", lambda: petalnet_loop(args), ours),
-                                 ("bare", lambda: bare_loop(args, precision), bare)):
+    # petalnet trains a frozen backbone on CPU from a prepared copy: a third loop does that arithmetic bare
+    frozen_prepared = device.type == "cpu" and not args.fine_tune and not args.compile
+    ours, bare, bare_prepared, peak = [], [], [], {}
+    loops = [("petalnet", lambda: petalnet_loop(args), ours), ("bare", lambda: bare_loop(args, precision), bare)]
+    if frozen_prepared:
+        loops.append(("bare prepared", lambda: bare_loop(args, precision, prepared=True), bare_prepared))
+    for r in range(args.repeats):   # alternate, so drifts of a shared machine hit all alike
+        for name, run, rates in loops:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
             rates.append(run())
             if device.type == "cuda":
                 peak[name] = max(peak.get(name, 0), torch.cuda.max_memory_allocated() / 2**20)
-        print(f"  repeat {r + 1}: petalnet {ours[-1]:.1f} img/s, bare {bare[-1]:.1f} img/s")
+        print(f"  repeat {r + 1}: petalnet {ours[-1]:.1f} img/s, bare {bare[-1]:.1f} img/s"
+              + (f", bare on the prepared backbone {bare_prepared[-1]:.1f} img/s" if frozen_prepared else ""))
     o, b = statistics.median(ours), statistics.median(bare)
     print(f"petalnet train {o:.1f} img/s, bare PyTorch loop {b:.1f} img/s, ratio {o / b:.3f} (medians of {args.repeats})"
           + "".join(f", peak GPU memory {k} {v:.0f} MiB" for k, v in peak.items()))
+    if frozen_prepared:
+        bp = statistics.median(bare_prepared)
+        print(f"loop overhead: the bare loop on petalnet's prepared frozen backbone {bp:.1f} img/s, "
+              f"petalnet / that {o / bp:.3f}")
     if args.json:
         row = {"model": args.model, "image_size": args.image_size, "batch": args.batch, "precision": precision,
                "compile": args.compile, "decode": args.decode, "fine_tune": args.fine_tune, "petalnet": o,
                "bare": b, "ratio": o / b, "device": str(device)}
+        if frozen_prepared:
+            row.update(bare_prepared=statistics.median(bare_prepared),
+                       overhead_ratio=o / statistics.median(bare_prepared))
         row.update({f"peak_gpu_mib_{k}": v for k, v in peak.items()})
         with open(args.json, "a") as f:
             f.write(json.dumps(row) + "\n")

@@ -19,6 +19,33 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
+_ALLOCATOR_TUNED = False
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed tensor memory for reuse (Linux; once per process). By default it
+    maps blocks over a moving threshold with mmap and unmaps them when freed, and trims the heap's top,
+    so some runs page-fault every step's activations in anew: measured here ~30k page faults and
+    ~70 ms of kernel time per Lite0 training step (batch 32), a third of the step, in runs that fell
+    into that mode and none in others. Blocks up to 32 MiB then come from the heap, which keeps up to
+    1 GiB free (the peak RSS barely moves). True where set; a replaced malloc (jemalloc, tcmalloc)
+    ignores it."""
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    import ctypes
+    import platform
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    _ALLOCATOR_TUNED = bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    return _ALLOCATOR_TUNED
+
+
 def resolve_precision(precision: str, accelerator: str) -> str:
     """'auto': bf16 autocast where the hardware runs it fast (recent GPUs, CPUs with AVX512-BF16/AMX), else 32."""
     if precision != "auto":
@@ -83,6 +110,7 @@ class DevicePreprocess:
         # (x / 255 - mean) / std as one fused multiply-add: x * scale + shift
         self.scale = 1 / (torch.tensor(std, device=device).view(1, 3, 1, 1) * 255)
         self.shift = -torch.tensor(mean, device=device).view(1, 3, 1, 1) / torch.tensor(std, device=device).view(1, 3, 1, 1)
+        self._rows = None   # scale and shift repeated along an NHWC row (``_normalise_rows``)
 
     def __call__(self, images: torch.Tensor | list[torch.Tensor], flip: torch.Tensor | None = None,
                  aug=None, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -96,6 +124,12 @@ class DevicePreprocess:
                 x[flip] = x[flip].flip(-1)
             else:   # no boolean indexing: it waits for the device (nonzero) and stalls the queue
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        if (aug is None or not (aug.geometric or aug.color)) and x.shape[-2:] == (self.size, self.size) \
+                and x.permute(0, 2, 3, 1).is_contiguous():
+            x = self._normalise_rows(x)
+            if aug is not None and aug.cutout > 0:
+                x = augment.cutout(x, aug.cutout, generator)
+            return x
         x = x.float()
         if aug is not None and aug.geometric:   # one resampling does the geometry and the resize
             x = augment.geometric(x, aug, self.size, generator)
@@ -107,3 +141,13 @@ class DevicePreprocess:
         if aug is not None and aug.cutout > 0:
             x = augment.cutout(x, aug.cutout, generator)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _normalise_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """A channels-last uint8 batch normalised as rows of H x (W * 3) values, with the per-channel terms
+        repeated along a row: the same numbers as above, ~5x faster on CPU (a broadcast over an innermost
+        dimension of 3 does not vectorise). Returns channels-last, whatever ``self.channels_last`` says."""
+        b, c, h, w = x.shape
+        if self._rows is None or self._rows[0].numel() != w * c:
+            self._rows = (self.scale.view(c).repeat(w), self.shift.view(c).repeat(w))
+        rows = x.permute(0, 2, 3, 1).reshape(b, h, w * c).float()   # a view of NHWC memory, then one copy
+        return torch.addcmul(self._rows[1], rows, self._rows[0], out=rows).view(b, h, w, c).permute(0, 3, 1, 2)

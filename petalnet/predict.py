@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from petalnet import checkpoint, metrics
 from petalnet.atomic import atomic_path
-from petalnet.accel import DevicePreprocess, cpu_supports_bf16
+from petalnet.accel import DevicePreprocess, cpu_supports_bf16, keep_freed_memory
 from petalnet.classes import CLASSES
 from petalnet.data.loader import create_loader
 from petalnet.errors import PetalnetError
@@ -95,6 +95,7 @@ def inference_model(p: Predictor, device: torch.device, precision: str):
         return p.model
     bf16 = precision != "32" and cpu_supports_bf16()
     if bf16 not in p.cpu_models:
+        keep_freed_memory()
         p.cpu_models[bf16] = CPUInferenceModel(p.model, p.image_size, bf16)
     return p.cpu_models[bf16]
 

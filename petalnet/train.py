@@ -22,15 +22,15 @@ import torch.nn.functional as F
 
 from petalnet import checkpoint, metrics
 from petalnet.atomic import write_json, write_lines
-from petalnet.accel import DevicePreprocess, flip_mask, make_fabric, resolve_precision
+from petalnet.accel import DevicePreprocess, flip_mask, keep_freed_memory, make_fabric, resolve_precision
 from petalnet.data.dataset import TFRecordImages
 from petalnet.data.discovery import discover
 from petalnet.data.loader import WithIndex, create_loader
 from petalnet.errors import PetalnetError
 from petalnet.augment import mixer, step_generator
 from petalnet.config import TrainConfig
-from petalnet.frozen import (Bottom, FeatureCache, Top, check_splittable, estimate_bytes, set_trainable_from,
-                             splittable)
+from petalnet.frozen import (Bottom, CPUFrozenBackbone, FeatureCache, Top, check_splittable, estimate_bytes,
+                             set_trainable_from, splittable)
 from petalnet.models import create_model, head_parameters, normalization, set_backbone_frozen, train_mode
 from petalnet.predict import TTA_VIEWS, tta_views
 from petalnet.schedules import Schedule
@@ -122,6 +122,8 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
     rank0 = fabric.global_rank == 0
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
+    if fabric.device.type == "cpu":
+        keep_freed_memory()   # else some runs page-fault every step's activations anew (a third of a step)
     fabric.seed_everything(cfg.seed, verbose=False)
 
     # data
@@ -153,13 +155,15 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
     # copy of each batch; JPEGs decoded straight into a channels-last batch, the model's layout)
     threads = 1 if cfg.workers is None and fabric.device.type == "cpu" else 0
     loader_flips = bool(threads) and cfg.flip   # the thread mirrors each image as it decodes it
+    background = world == 1   # the thread decodes when a core idles; several processes would starve each other's
     on_gpu = fabric.device.type == "cuda"   # pinned pages for non-blocking copies; workers kept across epochs
     train_loader = create_loader(WithIndex(train_ds), cfg.batch_size, shuffle=True, rank=fabric.global_rank,
                                  world_size=world, num_workers=0 if threads else workers, seed=cfg.seed, pad=True,
-                                 pin_memory=on_gpu, persistent_workers=on_gpu, threads=threads, flip=loader_flips)
+                                 pin_memory=on_gpu, persistent_workers=on_gpu, threads=threads, flip=loader_flips,
+                                 background=background)
     val_loader = val_ds and create_loader(val_ds, cfg.batch_size * 2, rank=fabric.global_rank, world_size=world,
                                           num_workers=0 if threads else workers, pin_memory=on_gpu,
-                                          persistent_workers=on_gpu, threads=threads)
+                                          persistent_workers=on_gpu, threads=threads, background=background)
 
     # model
     model, source = create_model(cfg.model, cfg.num_classes, pretrained=cfg.pretrained, weights=cfg.weights)
@@ -194,7 +198,12 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
     if stage is not None and cfg.cache_frozen and not aug.any():
         cache = _build_caches(fabric, cfg, module, stage, train_ds, val_ds, image_size, world, workers, threads,
                               prep, rank0)
-    net = Top(module, stage, float32=fabric.device.type == "cpu") if cache else module
+    if cache:
+        net = Top(module, stage, float32=fabric.device.type == "cpu")
+    elif fabric.device.type == "cpu" and not cfg.compile and CPUFrozenBackbone.applies(module, image_size):
+        net = CPUFrozenBackbone(module, image_size, bf16="bf16" in cfg.precision)
+    else:
+        net = module
     model = fabric.setup_module(torch.compile(net) if cfg.compile else net)
     optimizer = fabric.setup_optimizers(optimizer)
     if resume:
@@ -212,6 +221,7 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
             "warmup_epochs": schedule.rampup_epochs, "precision": cfg.precision,
             "world_size": world, "global_batch": cfg.batch_size * world, "weights": source,
             "mean": mean, "std": std, "train_images": len(train_ds), "cached_frozen_bottom": cache is not None,
+            "prepared_frozen_backbone": isinstance(net, CPUFrozenBackbone),
             "unfreeze_from": stage,
             "val_images": len(val_ds) if val_ds else 0}}, os.path.join(cfg.out, "config.json"))
         if not resume:
@@ -234,8 +244,9 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
             if frozen and cfg.freeze_epochs > 0 and epoch >= cfg.freeze_epochs:
                 frozen = False
                 set_backbone_frozen(module, False)
+                net = module   # not the frozen backbone's prepared copy any more
                 # DDP must register the newly trainable parameters
-                model = fabric.setup_module(torch.compile(module) if cfg.compile else module)
+                model = fabric.setup_module(torch.compile(net) if cfg.compile else net)
             train_mode(module)
             step0 = start_step if epoch == start_epoch else 0
             if cache:
@@ -309,7 +320,7 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
                     row.update(evaluate(fabric, net, cache[1].view_batches(cfg.batch_size * 2, cfg.tta),
                                         cfg.num_classes))
                 else:
-                    row.update(evaluate(fabric, module, _view_batches(val_loader, prep, cfg.tta), cfg.num_classes))
+                    row.update(evaluate(fabric, net, _view_batches(val_loader, prep, cfg.tta), cfg.num_classes))
             history.append(row)
             train_seconds += part["seconds"]
             improved = val_loader and (best is None or row["val_macro_f1"] > best["val_macro_f1"])
@@ -387,10 +398,10 @@ def _build_caches(fabric, cfg, module, stage, train_ds, val_ds, image_size, worl
     t0 = time.perf_counter()
     # this rank's fixed shard of the training set, in dataset order (epochs reshuffle it locally)
     loaders = [create_loader(WithIndex(train_ds), cfg.batch_size * 2, rank=fabric.global_rank, world_size=world,
-                             num_workers=0 if threads else workers, pad=True, threads=threads)]
+                             num_workers=0 if threads else workers, pad=True, threads=threads, background=world == 1)]
     if val_ds:
         loaders.append(create_loader(val_ds, cfg.batch_size * 2, rank=fabric.global_rank, world_size=world,
-                                     num_workers=0 if threads else workers, threads=threads))
+                                     num_workers=0 if threads else workers, threads=threads, background=world == 1))
     caches = [FeatureCache.build(bottom, loader, prep, fabric.autocast, dtype) for loader in loaders]
     if rank0:
         _say(f"frozen bottom (stem + blocks[:{stage}]) cached for {sum(len(c) for c in caches)} images and "

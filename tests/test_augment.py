@@ -70,3 +70,26 @@ def test_mixer_soft_targets_sum_to_one():
 @pytest.mark.parametrize("field", ["affine", "rrc", "color", "cutout", "mixup", "cutmix"])
 def test_any_flag(field):
     assert AugmentConfig(**{field: 0.5}).any() and not AugmentConfig().any()
+
+
+def test_channels_last_batches_normalise_to_the_same_numbers_as_nchw():
+    """The row-wise fast path (channels-last uint8, no resampling) equals (x/255 - mean)/std per channel,
+    with and without flips and cutout, and hands out channels-last."""
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    prep = DevicePreprocess(torch.device("cpu"), mean, std, 48)
+    x = _batch(6, 48)
+    want = (x.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    nhwc = x.contiguous(memory_format=torch.channels_last)
+    for batch in (x, nhwc):
+        got = prep(batch)
+        assert torch.allclose(got, want, atol=1e-5) and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(prep(nhwc), prep(x))   # bit for bit the NCHW path
+    flips = torch.tensor([True, False, True, False, False, True])
+    assert torch.equal(prep(nhwc, flips), prep(x, flips))
+    assert torch.allclose(prep(nhwc, flips)[0], want[0].flip(-1), atol=1e-5)
+    cut = AugmentConfig(cutout=0.25)
+    g = lambda: step_generator(torch.device("cpu"), 1, 0, 0)   # noqa: E731
+    assert torch.equal(prep(nhwc, None, cut, g()), prep(x, None, cut, g()))
+    small = _batch(2, 40).contiguous(memory_format=torch.channels_last)   # resized: the general path
+    assert prep(small).shape == (2, 3, 48, 48)
+    assert torch.equal(prep(_batch(2, 48).contiguous(memory_format=torch.channels_last)), prep(_batch(2, 48)))

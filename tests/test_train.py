@@ -55,6 +55,7 @@ def test_loss_falls_and_run_folder_is_complete(synthetic, tmp_path):
     assert s["image_size"] == 64 and s["epochs"] == 2
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["resolved"]["global_batch"] == 32 and cfg["resolved"]["peak_lr"] == pytest.approx(1e-3)
+    assert cfg["resolved"]["prepared_frozen_backbone"] is True   # frozen on CPU: folded copy, head trains
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
     assert best["epoch"] == s["best_epoch"] and best["num_classes"] == 104
 
