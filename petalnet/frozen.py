@@ -95,15 +95,18 @@ class FeatureCache:
 
     @classmethod
     @torch.no_grad()
-    def build(cls, bottom: nn.Module, loader, prep, autocast, dtype: torch.dtype, progress=None) -> "FeatureCache":
-        """Run ``bottom`` once over ``loader`` (batches of (uint8 images, labels[, dataset indices]))."""
+    def build(cls, bottom: nn.Module, loader, prep, autocast, dtype: torch.dtype, progress=None,
+              chunk: int | None = None) -> "FeatureCache":
+        """Run ``bottom`` once over ``loader`` (batches of (uint8 images, labels[, dataset indices])),
+        ``chunk`` images at a time (all of a batch when None)."""
         bottom.eval()
         chunks, labels, order = [], [], []
         for batch in (progress(loader) if progress else loader):
             images, y = batch[0], batch[1]
             x = prep(images)
             with autocast():
-                pair = torch.stack([bottom(x), bottom(x.flip(-1))])
+                pair = torch.stack([torch.cat([bottom(part) for part in view.split(chunk or len(view))])
+                                    for view in (x, x.flip(-1))])
             chunks.append(pair.to(dtype))
             labels.append(y.to(x.device))
             order.append(batch[2] if len(batch) > 2 else torch.arange(len(y)))

@@ -154,7 +154,7 @@ def predict_dataset(predictors, dataset, *, batch_size: int = 64, tta: bool | st
     if workers is None and device.type == "cuda":
         workers = min(8, os.cpu_count() or 1)
     loader = create_loader(dataset, batch_size, num_workers=workers or 0, threads=0 if workers else 1,
-                           pin_memory=device.type == "cuda")
+                           pin_memory=device.type == "cuda", background=device.type == "cpu")
     batches = progress(loader, total=len(loader), desc="predict", unit="batch") if progress else loader
     probs, targets = [], []
     for p, t in predict_batches(predictors, batches, tta=tta, weights=weights, precision=precision,

@@ -31,6 +31,7 @@ from petalnet.augment import mixer, step_generator
 from petalnet.config import TrainConfig
 from petalnet.frozen import (Bottom, CPUFrozenBackbone, FeatureCache, Top, check_splittable, estimate_bytes,
                              set_trainable_from, splittable)
+from petalnet.inference import CHUNK, prepare_for_cpu
 from petalnet.models import create_model, head_parameters, normalization, set_backbone_frozen, train_mode
 from petalnet.predict import TTA_VIEWS, tta_views
 from petalnet.schedules import Schedule
@@ -402,7 +403,11 @@ def _build_caches(fabric, cfg, module, stage, train_ds, val_ds, image_size, worl
     if val_ds:
         loaders.append(create_loader(val_ds, cfg.batch_size * 2, rank=fabric.global_rank, world_size=world,
                                      num_workers=0 if threads else workers, threads=threads, background=world == 1))
-    caches = [FeatureCache.build(bottom, loader, prep, fabric.autocast, dtype) for loader in loaders]
+    chunk = None
+    if fabric.device.type == "cpu":   # the bottom from a prepared copy: batch norm folded, weights cast once
+        bottom = Bottom(prepare_for_cpu(module, image_size, bf16=dtype == torch.bfloat16)[0], stage)
+        chunk = CHUNK
+    caches = [FeatureCache.build(bottom, loader, prep, fabric.autocast, dtype, chunk=chunk) for loader in loaders]
     if rank0:
         _say(f"frozen bottom (stem + blocks[:{stage}]) cached for {sum(len(c) for c in caches)} images and "
              f"their mirrors in {time.perf_counter() - t0:.0f}s ({sum(c.nbytes() for c in caches) / 2**20:.0f} MiB)")

@@ -197,6 +197,25 @@ def test_threaded_loader_same_batches_as_dataloader(petals):
         next(iter(broken))
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
+def test_background_loader_threads_run_at_idle_priority_and_give_the_same_batches(petals):
+    ds = open_split(petals, "val")
+    seen = {}
+
+    def policy(name):
+        def record(batch):   # runs in the loader's thread
+            seen.setdefault(name, set()).add(os.sched_getscheduler(0))
+            return batch
+        return record
+    batches = {name: list(create_loader(ds, 64, shuffle=True, seed=3, num_workers=0, threads=2, background=bg,
+                                        batch_transform=policy(name)))
+               for name, bg in (("normal", False), ("background", True))}
+    assert seen == {"normal": {os.SCHED_OTHER}, "background": {os.SCHED_IDLE}}
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER   # the caller's thread is left as it was
+    for (a, la), (b, lb) in zip(batches["normal"], batches["background"]):
+        assert torch.equal(a, b) and torch.equal(la, lb)
+
+
 def test_load_batch_decodes_in_place_flips_and_names_bad_records(tmp_path, val_copy):
     """The threaded fast path (simplejpeg into the batch) gives torchvision's pixels, mirrors exactly
     the images asked, and reports a corrupt or wrong-sized JPEG like the per-image path."""
