@@ -156,7 +156,7 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
     # copy of each batch; JPEGs decoded straight into a channels-last batch, the model's layout)
     threads = 1 if cfg.workers is None and fabric.device.type == "cpu" else 0
     loader_flips = bool(threads) and cfg.flip   # the thread mirrors each image as it decodes it
-    background = world == 1   # the thread decodes when a core idles; several processes would starve each other's
+    background = world == 1   # decode when a core idles; beside other ranks' models the thread would starve
     on_gpu = fabric.device.type == "cuda"   # pinned pages for non-blocking copies; workers kept across epochs
     train_loader = create_loader(WithIndex(train_ds), cfg.batch_size, shuffle=True, rank=fabric.global_rank,
                                  world_size=world, num_workers=0 if threads else workers, seed=cfg.seed, pad=True,
