@@ -1,12 +1,14 @@
 """Training-loop overhead: `petalnet train` (real TFRecords, real loader, Fabric) against a bare PyTorch
 loop on the same model, batch and precision with tensors already in memory, in the same run.
 
-All count steady-state images/s after 10 warm-up steps. With a frozen backbone on CPU (the default
-here), petalnet runs the backbone from a prepared copy (batch norm folded, bf16 weights: petalnet.frozen
-.CPUFrozenBackbone); a third loop runs that same copy bare, and its ratio is the loop's own overhead.
+All count steady-state images/s after 10 warm-up steps. petalnet reads the TFRecords every step: a
+head-only run's default cache of the frozen backbone's output is off unless --cache. With a frozen
+backbone on CPU (the default here), petalnet runs it from a prepared copy (batch norm folded, bf16
+weights: petalnet.frozen.CPUFrozenBackbone); a third loop runs that same copy bare, and its ratio is
+the loop's own overhead.
 usage: python benchmarks/bench_train.py [--model tf_efficientnet_lite0] [--image-size 192] [--batch 32]
        [--steps 80] [--repeats 3] [--fine-tune] [--precision auto] [--workers 2] [--data DIR]
-       [--repeat-data N] [--no-pretrained] [--compile] [--decode gpu] [--json FILE]
+       [--repeat-data N] [--no-pretrained] [--compile] [--decode gpu] [--cache] [--json FILE]
 On a GPU, e.g.: --model efficientnet_b0 --image-size 224 --batch 256 --fine-tune --no-pretrained
 --repeat-data 10 --steps 120 --repeats 1 (the train split's files named 10 times, so one epoch is long).
 """
@@ -81,7 +83,8 @@ def petalnet_loop(args) -> float:
                                    image_size=args.image_size, batch_size=args.batch, epochs=100,
                                    freeze_backbone=not args.fine_tune, precision=args.precision,
                                    pretrained=args.pretrained, workers=args.workers, quiet=True,
-                                   max_steps=args.steps, compile=args.compile, decode=args.decode))
+                                   max_steps=args.steps, compile=args.compile, decode=args.decode,
+                                   cache_frozen=args.cache))
     return result["steady_images_per_second"]
 
 
@@ -100,6 +103,9 @@ def main() -> None:
     ap.add_argument("--repeat-data", type=int, default=1, help="name the train files N times (longer epoch)")
     ap.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random init (speed only)")
     ap.add_argument("--compile", action="store_true", help="torch.compile both loops")
+    ap.add_argument("--cache", action="store_true",
+                    help="let petalnet cache the frozen backbone's output (its default for head-only runs): "
+                         "its steps then read no images; without it, the loop under test reads real data")
     ap.add_argument("--decode", default="cpu", choices=["cpu", "gpu"], help="petalnet's JPEG decode (default: cpu)")
     ap.add_argument("--json", metavar="FILE", help="append the result as one JSON line")
     args = ap.parse_args()

@@ -149,8 +149,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help=f"train backbone stages STAGE.. and the head, keep the stem and earlier stages frozen "
                         f"(EfficientNet-family models; default: {d.unfreeze_from})")
     g.add_argument("--no-cache-frozen", dest="cache_frozen", action="store_false",
-                   help="with --unfreeze-from: run the frozen stages every step instead of once per image and "
-                        "mirror (the cache is skipped anyway when other augmentations are on or memory is short)")
+                   help="with --unfreeze-from or a head-only run (--freeze-backbone): run the frozen stages or "
+                        "backbone every step instead of once per image and mirror (the cache is skipped anyway "
+                        "when other augmentations are on or memory is short)")
     g.add_argument("--head-lr-scale", type=float, help=f"the head's LR as a multiple of --lr (default: {d.head_lr_scale})")
     g = p.add_argument_group("optimisation")
     g.add_argument("--image-size", type=int, help="train/eval size, resized on the device (default: the data's)")

@@ -28,8 +28,8 @@ class TrainConfig:
     freeze_epochs: int = 0
     unfreeze_from: int | None = None       # train blocks[k:] and the head; stem and blocks[:k] stay frozen
     head_lr_scale: float = 1.0             # the head's LR is this x the schedule's (layer-wise LR)
-    cache_frozen: bool = True              # compute the frozen bottom once per image and mirror (when
-                                           # nothing but flips augments it)
+    cache_frozen: bool = True              # compute the frozen bottom (or whole frozen backbone) once per
+                                           # image and mirror (when nothing but flips augments it)
     tta: str = "none"                      # views averaged at validation, and predict's default: none|flip|full
     pretrained: bool = True
     weights: str | None = None

@@ -5,8 +5,9 @@ features and fine-tuning every layer (see benchmarks/RESULTS.md). The frozen bot
 compute; when it sees no random augmentation but flips, its outputs for every image and its mirror
 are computed once and the epochs run on them (``FeatureCache``), a few times faster per epoch.
 
-A whole frozen backbone (a linear head, the tutorial's recipe) runs on CPU from a prepared copy
-(``CPUFrozenBackbone``: batch norm folded, bf16 weights, no autograd), about twice the steps/s.
+A whole frozen backbone (a linear head, the tutorial's recipe) is cached the same way (``Features`` /
+``Head``, any timm model); when it cannot be (other augmentations, too little memory), it runs on
+CPU from a prepared copy (``CPUFrozenBackbone``: batch norm folded, bf16 weights, no autograd).
 
 The split works on timm's EfficientNet/MobileNet layout (``conv_stem``, ``bn1``, ``blocks``,
 ``conv_head``, ``bn2``, ``global_pool``, ``classifier``): ``stage`` k trains ``blocks[k:]`` and above.
@@ -148,6 +149,57 @@ def estimate_bytes(bottom: nn.Module, image_size: int, count: int, dtype: torch.
     return 2 * count * out.numel() * torch.finfo(dtype).bits // 8
 
 
+class Features(nn.Module):
+    """A whole frozen backbone (``forward_features``: the feature maps before pooling), the part a
+    head-only run computes once per image and mirror (``FeatureCache``); any timm model."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.forward_features(x)
+
+
+class Head(nn.Module):
+    """``forward_head`` (pooling, classifier) on cached feature maps; ``float32`` as ``Top``. Its modes
+    are the model's under ``models.train_mode``: a frozen part of the head (VGG's fc6/fc7, a norm) stays
+    in eval mode, as it does when the whole model runs."""
+
+    def __init__(self, model: nn.Module, float32: bool = False):
+        super().__init__()
+        self.model, self.float32 = model, float32
+
+    def forward(self, x):
+        if self.float32:
+            with torch.autocast(x.device.type, enabled=False):
+                return self.model.forward_head(x.float())
+        return self.model.forward_head(x)
+
+    def train(self, mode: bool = True) -> "Head":
+        self.training = mode
+        if mode:
+            train_mode(self.model)
+        else:
+            self.model.eval()
+        return self
+
+
+def features_frozen(model: nn.Module, image_size: int) -> bool:
+    """Whether ``model``'s features are all frozen (``models.set_backbone_frozen``): only what
+    ``forward_head`` runs trains."""
+    if not (getattr(model, "petalnet_frozen", False) and hasattr(model, "forward_features")
+            and hasattr(model, "forward_head")):
+        return False
+    training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            return not model.forward_features(torch.zeros(1, 3, image_size, image_size)).requires_grad
+    finally:
+        model.train(training)
+
+
 class CPUFrozenBackbone(nn.Module):
     """A model whose backbone is frozen (``models.set_backbone_frozen``) as CPU training runs it: its
     features from a prepared copy (``inference.prepare_for_cpu``: batch norm folded, weights cast once,
@@ -162,20 +214,6 @@ class CPUFrozenBackbone(nn.Module):
         self.dtype = torch.bfloat16 if bf16 else torch.float32
         # not a registered submodule: a derived copy, which state_dict, .to() and DDP must not see
         object.__setattr__(self, "features", prepare_for_cpu(model, image_size, bf16)[0])
-
-    @staticmethod
-    def applies(model: nn.Module, image_size: int) -> bool:
-        """Whether ``model``'s features are all frozen (only what ``forward_head`` runs trains)."""
-        if not (getattr(model, "petalnet_frozen", False) and hasattr(model, "forward_features")
-                and hasattr(model, "forward_head")):
-            return False
-        training = model.training
-        model.eval()
-        try:
-            with torch.enable_grad():
-                return not model.forward_features(torch.zeros(1, 3, image_size, image_size)).requires_grad
-        finally:
-            model.train(training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), torch.autocast("cpu", enabled=False):

@@ -29,8 +29,8 @@ from petalnet.data.loader import WithIndex, create_loader
 from petalnet.errors import PetalnetError
 from petalnet.augment import mixer, step_generator
 from petalnet.config import TrainConfig
-from petalnet.frozen import (Bottom, CPUFrozenBackbone, FeatureCache, Top, check_splittable, estimate_bytes,
-                             set_trainable_from, splittable)
+from petalnet.frozen import (Bottom, CPUFrozenBackbone, FeatureCache, Features, Head, Top, check_splittable,
+                             estimate_bytes, features_frozen, set_trainable_from, splittable)
 from petalnet.inference import CHUNK, prepare_for_cpu
 from petalnet.models import create_model, head_parameters, normalization, set_backbone_frozen, train_mode
 from petalnet.predict import TTA_VIEWS, tta_views
@@ -194,14 +194,17 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
         best, acc = resume["best"], resume["accumulators"]
     module = model
     prep = DevicePreprocess(fabric.device, mean, std, image_size)
-    # frozen bottom computed once: only flips may augment what it sees
+    # a frozen bottom (--unfreeze-from) or a whole frozen backbone (head only, never unfrozen) computed
+    # once per image and mirror: only flips may augment what it sees
+    whole = stage is None and cfg.freeze_epochs == 0 and features_frozen(module, image_size)
     cache = None
-    if stage is not None and cfg.cache_frozen and not aug.any():
+    if (stage is not None or whole) and cfg.cache_frozen and not aug.any():
         cache = _build_caches(fabric, cfg, module, stage, train_ds, val_ds, image_size, world, workers, threads,
                               prep, rank0)
+    cpu = fabric.device.type == "cpu"
     if cache:
-        net = Top(module, stage, float32=fabric.device.type == "cpu")
-    elif fabric.device.type == "cpu" and not cfg.compile and CPUFrozenBackbone.applies(module, image_size):
+        net = Top(module, stage, float32=cpu) if stage is not None else Head(module, float32=cpu)
+    elif cpu and not cfg.compile and (whole or (stage is None and features_frozen(module, image_size))):
         net = CPUFrozenBackbone(module, image_size, bf16="bf16" in cfg.precision)
     else:
         net = module
@@ -387,7 +390,8 @@ def _accumulate(fabric, prev: dict | None, loss_sum, correct, seen: int, t0: flo
 def _build_caches(fabric, cfg, module, stage, train_ds, val_ds, image_size, world, workers, threads, prep, rank0):
     """(train cache, val cache or None), or None when they would not fit in a third of the free memory."""
     dtype = torch.bfloat16 if "bf16" in cfg.precision else torch.float16 if "16" in cfg.precision else torch.float32
-    bottom = Bottom(module, stage)
+    split = (lambda m: Bottom(m, stage)) if stage is not None else Features
+    bottom = split(module)
     need = estimate_bytes(bottom, image_size, len(train_ds) // world + (len(val_ds) // world if val_ds else 0),
                           dtype, fabric.device)
     free = torch.cuda.mem_get_info(fabric.device)[0] if fabric.device.type == "cuda" else _free_ram()
@@ -405,11 +409,12 @@ def _build_caches(fabric, cfg, module, stage, train_ds, val_ds, image_size, worl
                                      num_workers=0 if threads else workers, threads=threads, background=world == 1))
     chunk = None
     if fabric.device.type == "cpu":   # the bottom from a prepared copy: batch norm folded, weights cast once
-        bottom = Bottom(prepare_for_cpu(module, image_size, bf16=dtype == torch.bfloat16)[0], stage)
+        bottom = split(prepare_for_cpu(module, image_size, bf16=dtype == torch.bfloat16)[0])
         chunk = CHUNK
     caches = [FeatureCache.build(bottom, loader, prep, fabric.autocast, dtype, chunk=chunk) for loader in loaders]
     if rank0:
-        _say(f"frozen bottom (stem + blocks[:{stage}]) cached for {sum(len(c) for c in caches)} images and "
+        part = f"frozen bottom (stem + blocks[:{stage}])" if stage is not None else "frozen backbone"
+        _say(f"{part} cached for {sum(len(c) for c in caches)} images and "
              f"their mirrors in {time.perf_counter() - t0:.0f}s ({sum(c.nbytes() for c in caches) / 2**20:.0f} MiB)")
     return caches + [None] * (2 - len(caches))
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from petalnet.accel import cpu_supports_bf16
-from petalnet.frozen import CPUFrozenBackbone, set_trainable_from
+from petalnet.frozen import CPUFrozenBackbone, features_frozen, set_trainable_from
 from petalnet.models import set_backbone_frozen, train_mode
 from tests.test_inference import _batch, _randomise_bn
 
@@ -69,19 +69,19 @@ def test_bf16_copy_is_as_close_to_fp32_as_autocast_is():
 
 def test_modes_and_when_it_applies():
     model = _frozen_lite0()
-    assert CPUFrozenBackbone.applies(model, SIZE)
+    assert features_frozen(model, SIZE)
     net = CPUFrozenBackbone(model, SIZE, bf16=False)
     net.eval()
     assert not model.training and not model.classifier.training
     net.train()
     assert model.classifier.training and not model.bn1.training and not model.blocks[0][0].bn1.training
     set_backbone_frozen(model, False)
-    assert not CPUFrozenBackbone.applies(model, SIZE)
+    assert not features_frozen(model, SIZE)
     set_trainable_from(model, 3)   # partial fine-tune: the cache path, not this one
-    assert not CPUFrozenBackbone.applies(model, SIZE)
+    assert not features_frozen(model, SIZE)
     resnet = timm.create_model("resnet10t", pretrained=False, num_classes=7)
     set_backbone_frozen(resnet, True)
-    assert CPUFrozenBackbone.applies(resnet, SIZE)
+    assert features_frozen(resnet, SIZE)
     with torch.no_grad():
         x = _batch(3, SIZE)
         assert _close(CPUFrozenBackbone(resnet.eval(), SIZE, bf16=False)(x), resnet(x))

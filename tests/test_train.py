@@ -55,7 +55,7 @@ def test_loss_falls_and_run_folder_is_complete(synthetic, tmp_path):
     assert s["image_size"] == 64 and s["epochs"] == 2
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["resolved"]["global_batch"] == 32 and cfg["resolved"]["peak_lr"] == pytest.approx(1e-3)
-    assert cfg["resolved"]["prepared_frozen_backbone"] is True   # frozen on CPU: folded copy, head trains
+    assert cfg["resolved"]["cached_frozen_bottom"] is True   # head only: the backbone runs once per view
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
     assert best["epoch"] == s["best_epoch"] and best["num_classes"] == 104
 
@@ -81,9 +81,13 @@ def test_existing_run_folder_is_not_overwritten(synthetic, tmp_path, capsys):
     assert not (run / "keep.txt").exists()
 
 
-def test_two_cpu_devices_match_one(synthetic, tmp_path):
+@pytest.mark.parametrize("cached", [False, True])
+def test_two_cpu_devices_match_one(synthetic, tmp_path, cached):
+    """Read from the records, two DDP processes step through the same global batches as one process: the
+    same numbers. With the frozen backbone cached, each rank shuffles the shard it cached, so the
+    global batches differ: the same training, not the same numbers."""
     common = ["--recipe", "linear", "--data", synthetic, "--epochs", "2", "--lr", "1e-3", "--precision", "32", "--quiet",
-              "--workers", "1", "--accelerator", "cpu", "--deterministic"]
+              "--workers", "1", "--accelerator", "cpu", "--deterministic"] + ([] if cached else ["--no-cache-frozen"])
     one = _cli("train", "--out", tmp_path / "one", "--batch-size", 32, *common)
     two = _cli("train", "--out", tmp_path / "two", "--batch-size", 16, "--devices", 2, *common)
     for p in (one, two):
@@ -91,12 +95,18 @@ def test_two_cpu_devices_match_one(synthetic, tmp_path):
         assert p.returncode == 0, err[-2000:]
     assert err.count("[rank ") == 2   # both DDP processes ran
     a, b = history(tmp_path / "one"), history(tmp_path / "two")
+    assert len(a) == len(b) == 2
     for ra, rb in zip(a, b):
         assert ra.keys() == rb.keys()
-        for k in ra:
+        for k in ra if not cached else ():
             assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-6), k
+    if cached:   # where the two trainings end up
+        for k in ("val_accuracy", "val_macro_f1"):
+            assert a[-1][k] == pytest.approx(b[-1][k], abs=0.05), k
+        assert a[-1]["train_loss"] == pytest.approx(b[-1]["train_loss"], rel=0.1)
     cfg = json.loads((tmp_path / "two" / "config.json").read_text())
     assert cfg["resolved"]["world_size"] == 2 and cfg["resolved"]["global_batch"] == 32
+    assert cfg["resolved"]["cached_frozen_bottom"] is cached
 
 
 INTERRUPTED = ["--recipe", "linear", "--epochs", "3", "--fine-tune", "--lr", "3e-4", "--precision", "32", "--deterministic", "--quiet",
@@ -259,6 +269,25 @@ def test_partial_fine_tune_cached_matches_uncached(synthetic, tmp_path):
     assert a["tta"] == "flip"
     groups = a["optimizer"]["param_groups"]
     assert [g["lr_scale"] for g in groups] == [1.0, 3.0]
+
+
+def test_head_only_cached_backbone_trains_like_running_it(synthetic, tmp_path):
+    """A whole frozen backbone cached once per image and mirror (any timm model: resnet here) trains the
+    same head as running it every step (there, on CPU, from the prepared copy)."""
+    base = dict(data=synthetic, epochs=2, precision="32", workers=0, quiet=True, model="resnet10t",
+                pretrained=False, lr=1e-3)
+    cached = train(TrainConfig(out=str(tmp_path / "cached"), **base))
+    plain = train(TrainConfig(out=str(tmp_path / "plain"), cache_frozen=False, **base))
+    resolved = {r: json.loads((tmp_path / r / "config.json").read_text())["resolved"] for r in ("cached", "plain")}
+    assert resolved["cached"]["cached_frozen_bottom"] and not resolved["cached"]["prepared_frozen_backbone"]
+    assert resolved["plain"]["prepared_frozen_backbone"] and not resolved["plain"]["cached_frozen_bottom"]
+    a = torch.load(tmp_path / "cached" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "plain" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5), k
+    rows = list(zip(history(tmp_path / "cached"), history(tmp_path / "plain")))
+    assert len(rows) == 2 and all(ra == pytest.approx(rb, rel=1e-4) for ra, rb in rows)
+    assert cached["best_val_macro_f1"] == pytest.approx(plain["best_val_macro_f1"])
 
 
 def test_recipes_and_explicit_options(tmp_path):
