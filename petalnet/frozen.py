@@ -161,10 +161,22 @@ class Features(nn.Module):
         return self.model.forward_features(x)
 
 
-class Head(nn.Module):
-    """``forward_head`` (pooling, classifier) on cached feature maps; ``float32`` as ``Top``. Its modes
-    are the model's under ``models.train_mode``: a frozen part of the head (VGG's fc6/fc7, a norm) stays
-    in eval mode, as it does when the whole model runs."""
+class _FrozenModes(nn.Module):
+    """``train()``/``eval()`` set ``self.model``'s modes as ``models.train_mode`` does: its frozen layers
+    stay in eval mode (batch-norm statistics, dropout) while the rest trains."""
+
+    def train(self, mode: bool = True):
+        self.training = mode
+        if mode:
+            train_mode(self.model)
+        else:
+            self.model.eval()
+        return self
+
+
+class Head(_FrozenModes):
+    """``forward_head`` (pooling, classifier) on cached feature maps; ``float32`` as ``Top``. A frozen
+    part of the head (VGG's fc6/fc7, a norm) stays in eval mode, as when the whole model runs."""
 
     def __init__(self, model: nn.Module, float32: bool = False):
         super().__init__()
@@ -175,14 +187,6 @@ class Head(nn.Module):
             with torch.autocast(x.device.type, enabled=False):
                 return self.model.forward_head(x.float())
         return self.model.forward_head(x)
-
-    def train(self, mode: bool = True) -> "Head":
-        self.training = mode
-        if mode:
-            train_mode(self.model)
-        else:
-            self.model.eval()
-        return self
 
 
 def features_frozen(model: nn.Module, image_size: int) -> bool:
@@ -200,7 +204,7 @@ def features_frozen(model: nn.Module, image_size: int) -> bool:
         model.train(training)
 
 
-class CPUFrozenBackbone(nn.Module):
+class CPUFrozenBackbone(_FrozenModes):
     """A model whose backbone is frozen (``models.set_backbone_frozen``) as CPU training runs it: its
     features from a prepared copy (``inference.prepare_for_cpu``: batch norm folded, weights cast once,
     no autograd, chunks that stay in cache), its head (``forward_head``: pooling, classifier) from the
@@ -220,11 +224,3 @@ class CPUFrozenBackbone(nn.Module):
             x = x.to(self.dtype, memory_format=torch.channels_last)
             features = torch.cat([self.features.forward_features(part) for part in x.split(CHUNK)])
         return self.model.forward_head(features)
-
-    def train(self, mode: bool = True) -> "CPUFrozenBackbone":
-        self.training = mode
-        if mode:
-            train_mode(self.model)   # the frozen layers stay in eval mode
-        else:
-            self.model.eval()
-        return self

@@ -196,7 +196,8 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
     prep = DevicePreprocess(fabric.device, mean, std, image_size)
     # a frozen bottom (--unfreeze-from) or a whole frozen backbone (head only, never unfrozen) computed
     # once per image and mirror: only flips may augment what it sees
-    whole = stage is None and cfg.freeze_epochs == 0 and features_frozen(module, image_size)
+    backbone_frozen = stage is None and features_frozen(module, image_size)
+    whole = backbone_frozen and cfg.freeze_epochs == 0   # frozen for the whole run
     cache = None
     if (stage is not None or whole) and cfg.cache_frozen and not aug.any():
         cache = _build_caches(fabric, cfg, module, stage, train_ds, val_ds, image_size, world, workers, threads,
@@ -204,7 +205,7 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
     cpu = fabric.device.type == "cpu"
     if cache:
         net = Top(module, stage, float32=cpu) if stage is not None else Head(module, float32=cpu)
-    elif cpu and not cfg.compile and (whole or (stage is None and features_frozen(module, image_size))):
+    elif cpu and not cfg.compile and backbone_frozen:
         net = CPUFrozenBackbone(module, image_size, bf16="bf16" in cfg.precision)
     else:
         net = module
