@@ -26,8 +26,9 @@ def train_rate(data: str, workers: int, steps: int) -> float:
     from petalnet.recipes import recipe_config
     from petalnet.train import train
     with tempfile.TemporaryDirectory() as out:
+        # cache_frozen=False: the steps read the records (cached, they would read no images at all)
         r = train(recipe_config("linear", data=data, out=os.path.join(out, "run"), workers=workers, quiet=True,
-                                max_steps=steps))
+                                max_steps=steps, cache_frozen=False))
     return r["steady_images_per_second"]
 
 
