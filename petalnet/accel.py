@@ -126,18 +126,17 @@ class DevicePreprocess:
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         if (aug is None or not (aug.geometric or aug.color)) and x.shape[-2:] == (self.size, self.size) \
                 and x.permute(0, 2, 3, 1).is_contiguous():
-            x = self._normalise_rows(x)
-            if aug is not None and aug.cutout > 0:
-                x = augment.cutout(x, aug.cutout, generator)
-            return x
-        x = x.float()
-        if aug is not None and aug.geometric:   # one resampling does the geometry and the resize
-            x = augment.geometric(x, aug, self.size, generator)
-        elif x.shape[-1] != self.size or x.shape[-2] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
-        if aug is not None and aug.color > 0:
-            x = augment.color(x, aug.color, generator)
-        x = torch.addcmul(self.shift, x, self.scale)   # on a contiguous tensor: converting layout first is slower
+            x = self._normalise_rows(x)   # nothing to resample: one pass over the rows
+        else:
+            x = x.float()
+            if aug is not None and aug.geometric:   # one resampling does the geometry and the resize
+                x = augment.geometric(x, aug, self.size, generator)
+            elif x.shape[-1] != self.size or x.shape[-2] != self.size:
+                x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
+                                  align_corners=False)
+            if aug is not None and aug.color > 0:
+                x = augment.color(x, aug.color, generator)
+            x = torch.addcmul(self.shift, x, self.scale)   # on a contiguous tensor: converting layout first is slower
         if aug is not None and aug.cutout > 0:
             x = augment.cutout(x, aug.cutout, generator)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -145,7 +144,7 @@ class DevicePreprocess:
     def _normalise_rows(self, x: torch.Tensor) -> torch.Tensor:
         """A channels-last uint8 batch normalised as rows of H x (W * 3) values, with the per-channel terms
         repeated along a row: the same numbers as above, ~5x faster on CPU (a broadcast over an innermost
-        dimension of 3 does not vectorise). Returns channels-last, whatever ``self.channels_last`` says."""
+        dimension of 3 does not vectorise). Returns channels-last."""
         b, c, h, w = x.shape
         if self._rows is None or self._rows[0].numel() != w * c:
             self._rows = (self.scale.view(c).repeat(w), self.shift.view(c).repeat(w))
