@@ -29,7 +29,8 @@ def child(args) -> None:
 
     from petalnet.accel import cpu_supports_bf16
     from petalnet.frozen import CPUFrozenBackbone
-    from petalnet.models import create_model, set_backbone_frozen, train_mode
+    from petalnet.frozen import set_backbone_frozen, train_mode
+    from petalnet.models import create_model
 
     model, _ = create_model(args.model, 104)
     set_backbone_frozen(model, not args.fine_tune)

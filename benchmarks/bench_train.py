@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from petalnet.accel import keep_freed_memory, make_fabric, resolve_precision
 from petalnet.frozen import CPUFrozenBackbone
-from petalnet.models import create_model, set_backbone_frozen, train_mode
+from petalnet.frozen import set_backbone_frozen, train_mode
+from petalnet.models import create_model
 from petalnet.train import TrainConfig, train
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -72,14 +72,6 @@ def make_fabric(accelerator: str = "auto", devices: int | str = 1, num_nodes: in
                   precision=resolve_precision(precision, accelerator), strategy="ddp" if multi else "auto")
 
 
-def flip_mask(indices: torch.Tensor, epoch: int, seed: int) -> torch.Tensor:
-    """A coin per (sample, epoch, seed), the same whichever rank, worker or step sees the sample, so
-    runs on 1 or N devices, and runs resumed mid-epoch, augment identically."""
-    h = (indices.long() * 0x9E3779B1 + epoch * 0x85EBCA77 + seed * 0xC2B2AE3D) & 0xFFFFFFFF
-    h = ((h ^ (h >> 15)) * 0x2C1B3C6D) & 0xFFFFFFFF
-    return ((h ^ (h >> 12)) >> 7) & 1 == 1
-
-
 def decode_on_device(encoded: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     """A list of encoded JPEGs (1-D uint8 tensors) -> uint8 NCHW batch, decoded in one batched nvJPEG
     call on a CUDA device (on the CPU, one after another with libjpeg-turbo)."""

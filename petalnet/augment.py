@@ -5,6 +5,10 @@ rank), so a run resumed mid-epoch sees the same augmentations as one that never 
 (Deotte's affine: rotation, shear, zoom, shift; or a random resized crop) is one ``grid_sample`` that
 also resizes to the model's input size; colour works on the 0..255 floats; CutOut writes the mean
 (zero after normalisation). MixUp/CutMix change the targets too: timm's ``Mixup`` does them.
+
+Flips are coins per (sample, epoch, seed) (``flip_mask``), whoever applies them: the CPU loader thread
+while it decodes, the device step, or a cache of both views. Test-time augmentation's views
+(``tta_views``: the image, its mirror, a centre zoom) live here too.
 """
 from __future__ import annotations
 
@@ -31,6 +35,18 @@ class AugmentConfig:
 
     def any(self) -> bool:
         return any(v > 0 for v in dataclasses.asdict(self).values())
+
+
+def flip_mask(indices: torch.Tensor, epoch: int, seed: int) -> torch.Tensor:
+    """A coin per (sample, epoch, seed), the same whichever rank, worker or step sees the sample, so
+    runs on 1 or N devices, and runs resumed mid-epoch, augment identically."""
+    h = (indices.long() * 0x9E3779B1 + epoch * 0x85EBCA77 + seed * 0xC2B2AE3D) & 0xFFFFFFFF
+    h = ((h ^ (h >> 15)) * 0x2C1B3C6D) & 0xFFFFFFFF
+    return ((h ^ (h >> 12)) >> 7) & 1 == 1
+
+
+# test-time augmentation -> views averaged; zoom: centre 87.5 %, resized back
+TTA_VIEWS = {"none": ("identity",), "flip": ("identity", "flip"), "full": ("identity", "flip", "zoom")}
 
 
 def step_generator(device: torch.device, seed: int, epoch: int, step: int, rank: int = 0) -> torch.Generator:
@@ -104,6 +120,10 @@ def cutout(x: torch.Tensor, fraction: float, g: torch.Generator) -> torch.Tensor
     return x.masked_fill(hole.unsqueeze(1), 0)
 
 
+def no_mixing(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x, y
+
+
 def mixer(cfg: AugmentConfig, num_classes: int, label_smoothing: float):
     """timm's MixUp/CutMix on the batch (soft targets out), or None when both are off."""
     if cfg.mixup <= 0 and cfg.cutmix <= 0:
@@ -111,3 +131,18 @@ def mixer(cfg: AugmentConfig, num_classes: int, label_smoothing: float):
     from timm.data import Mixup
     return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=label_smoothing,
                  num_classes=num_classes)
+
+
+def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
+    """The views of a normalised batch that TTA mode ``tta`` averages (``TTA_VIEWS``)."""
+    make = {"identity": lambda: x, "flip": lambda: x.flip(-1), "zoom": lambda: zoom(x)}
+    return [make[view]() for view in TTA_VIEWS[tta]]
+
+
+def zoom(x: torch.Tensor, keep: float = 0.875) -> torch.Tensor:
+    size = x.shape[-1]
+    crop = max(1, round(size * keep))
+    off = (size - crop) // 2
+    x = x[..., off:off + crop, off:off + crop]
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).contiguous(
+        memory_format=torch.channels_last)

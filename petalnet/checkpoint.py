@@ -22,3 +22,20 @@ def load(path: str) -> dict:
     except Exception as e:   # truncated or foreign files raise many kinds
         raise PetalnetError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0][:200]})") from None
 
+
+
+def rng_state() -> dict:
+    """This process's random generators (torch, numpy, python), to continue a run exactly."""
+    import random
+
+    import numpy as np
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])

@@ -5,6 +5,7 @@ One subcommand per job; bad input is one error line and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -72,18 +73,8 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from petalnet.data.convert import convert, resize_records
-    from petalnet.data.discovery import discover
-    try:
-        discover(args.image_dir)
-        records = True
-    except PetalnetError:
-        records = False
-    if records:   # TFRecords in: same splits, ids and labels, new size
-        written = resize_records(args.image_dir, args.out, args.size, quality=args.quality,
-                                 shard_size=args.shard_size, force=args.force, progress=_progress())
-    else:
-        written = convert(args.image_dir, args.out, args.size, val_fraction=args.val_fraction, seed=args.seed,
+    from petalnet.data.convert import convert_any
+    written = convert_any(args.image_dir, args.out, args.size, val_fraction=args.val_fraction, seed=args.seed,
                           quality=args.quality, shard_size=args.shard_size, force=args.force, progress=_progress())
     for split, paths in written.items():
         print(f"{split}: {len(paths)} file(s) in {os.path.dirname(paths[0])}")
@@ -120,103 +111,26 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _train_args(p: argparse.ArgumentParser) -> None:
-    """Training options. Their defaults come from the recipe (--recipe, default 'default'): an option
-    not given is absent from the parsed arguments, so the recipe's value stands."""
-    from petalnet.config import TrainConfig
+def _train_args(p: argparse.ArgumentParser, exclude_groups=()) -> None:
+    """Training options, generated from TrainConfig (``config.add_train_options``). Their defaults come
+    from the recipe (--recipe, default 'default'): an option not given is absent from the parsed
+    arguments, so the recipe's value stands."""
+    from petalnet.config import TrainConfig, add_train_options
     from petalnet.recipes import RECIPES
-    d = TrainConfig(**RECIPES["default"])
-    first = len(p._actions)
     p.add_argument("--recipe", default="default", choices=list(RECIPES),
                    help="preset of the options below, which override it: default (partial fine-tune of "
                         "Lite0, the best found), tutorial (the competition notebook: frozen VGG16, Adam, its "
                         "schedule), linear (head on frozen features), finetune (every layer, affine "
                         "augmentation; for GPUs). Values shown as default are the default recipe's")
-    g = p.add_argument_group("model")
-    g.add_argument("--model", default=d.model, help=f"any timm model name (default: {d.model}); vgg16 gets the "
-                   "tutorial's head: conv base, global average pooling, one dense layer")
-    g.add_argument("--no-pretrained", dest="pretrained", action="store_false",
-                   help="random init (default: ImageNet weights from timm's hub, or a packaged offline copy)")
-    g.add_argument("--weights", metavar="FILE", help="initial weights: state dict, .safetensors or checkpoint "
-                   "(lukemelas EfficientNet naming is remapped)")
-    g.add_argument("--num-classes", type=int, default=d.num_classes, help="head outputs (default: 104)")
-    g.add_argument("--freeze-backbone", action="store_true", default=True,
-                   help="train the head only: the tutorial's recipe and the default")
-    g.add_argument("--fine-tune", dest="freeze_backbone", action="store_false", help="train every layer")
-    g.add_argument("--freeze-epochs", type=int, default=0, metavar="K",
-                   help="train the head for K epochs, then every layer")
-    g.add_argument("--unfreeze-from", type=int, metavar="STAGE",
-                   help=f"train backbone stages STAGE.. and the head, keep the stem and earlier stages frozen "
-                        f"(EfficientNet-family models; default: {d.unfreeze_from})")
-    g.add_argument("--no-cache-frozen", dest="cache_frozen", action="store_false",
-                   help="with --unfreeze-from or a head-only run (--freeze-backbone): run the frozen stages or "
-                        "backbone every step instead of once per image and mirror (the cache is skipped anyway "
-                        "when other augmentations are on or memory is short)")
-    g.add_argument("--head-lr-scale", type=float, help=f"the head's LR as a multiple of --lr (default: {d.head_lr_scale})")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--image-size", type=int, help="train/eval size, resized on the device (default: the data's)")
-    g.add_argument("--epochs", type=int, default=d.epochs, help=f"(default: {d.epochs})")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"per device (default: {d.batch_size}); "
-                   "the global batch is this x devices x nodes")
-    g.add_argument("--lr", type=float, help="peak learning rate, used as given; default: 1e-3 (cosine) or 5e-5 "
-                   "(competition) x replicas, the tutorial's LR_MAX = 5e-5 * replicas rule")
-    g.add_argument("--lr-schedule", default=d.lr_schedule, choices=["cosine", "competition", "constant"])
-    g.add_argument("--warmup-epochs", type=float, help="cosine warm-up / competition ramp-up (default: min(1, epochs/3) / 5)")
-    g.add_argument("--lr-start", type=float, default=d.lr_start, help="LR_START (default: 1e-5)")
-    g.add_argument("--min-lr", type=float, default=d.min_lr, help="LR_MIN / cosine floor (default: 1e-5)")
-    g.add_argument("--sustain-epochs", type=float, default=d.sustain_epochs, help="competition (default: 0)")
-    g.add_argument("--lr-decay", type=float, default=d.lr_decay, help="competition LR_EXP_DECAY (default: 0.8)")
-    g.add_argument("--optimizer", default=d.optimizer, choices=["adamw", "adam", "sgd"])
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="(default: 0.1)")
-    g.add_argument("--train-on-val", action="store_true", help="train on train + val: a final model for a "
-                   "submission (no validation; the last epoch is kept)")
-    g.add_argument("--tta", choices=["none", "flip", "full"],
-                   help=f"views averaged at validation, and by predict/evaluate unless they say otherwise: none, "
-                        f"flip (image and mirror), full (also a centre zoom) (default: {d.tta})")
-    g = p.add_argument_group("augmentation (on the device, per sample)")
-    g.add_argument("--no-flip", dest="flip", action="store_false", help="no random horizontal flips")
-    g.add_argument("--affine", type=float, metavar="S", help="Deotte's random affine at strength S (1: rotation "
-                   "N(0,15deg), shear N(0,5deg), zoom 1+N(0,0.1) per axis, shift N(0,16px at 512px)); 0 = off")
-    g.add_argument("--rrc", type=float, metavar="AREA", help="random resized crop keeping AREA..1 of the image "
-                   "(e.g. 0.35); 0 = off")
-    g.add_argument("--color", type=float, metavar="J", help="brightness and saturation x U(1-J, 1+J); 0 = off")
-    g.add_argument("--cutout", type=float, metavar="F", help="one square hole of side F x image size; 0 = off")
-    g.add_argument("--mixup", type=float, metavar="ALPHA", help="MixUp with Beta(ALPHA, ALPHA) (timm); 0 = off")
-    g.add_argument("--cutmix", type=float, metavar="ALPHA", help="CutMix with Beta(ALPHA, ALPHA) (timm); with "
-                   "--mixup, one of the two per batch; 0 = off")
-    g = p.add_argument_group("reproducibility")
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (reproducible, slower)")
-    g = p.add_argument_group("hardware")
-    g.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda", "tpu", "mps"])
-    g.add_argument("--devices", type=int, default=1, help="processes on this machine; >1 runs DDP (default: 1)")
-    g.add_argument("--num-nodes", type=int, default=1, help="machines (under torchrun or SLURM)")
-    g.add_argument("--precision", default="auto", choices=["auto", "32", "bf16-mixed", "16-mixed"],
-                   help="auto: bf16 autocast where the CPU/GPU supports it, else 32")
-    g.add_argument("--workers", type=int, help="DataLoader workers per device (default: 1 on CPU, "
-                   "CPUs / GPUs on GPU)")
-    g.add_argument("--decode", default=d.decode, choices=["cpu", "gpu"],
-                   help="where JPEGs are decoded: cpu (loader workers, libjpeg-turbo) or gpu (batched nvJPEG; "
-                        "workers only read records) (default: cpu)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model (first steps slower)")
-    g.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)
-    for action in p._actions[first:]:
-        if action.dest != "recipe":
-            action.default = argparse.SUPPRESS
+    add_train_options(p, dataclasses.asdict(TrainConfig(**RECIPES["default"])), exclude_groups)
 
 
 def _config_from_args(args, exclude=()):
     """The recipe's TrainConfig with the options given on the command line on top."""
-    import dataclasses
-
     from petalnet.config import TrainConfig
     from petalnet.recipes import recipe_config
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"recipe", *exclude}
-    given = {k: v for k, v in vars(args).items() if k in fields}
-    if "freeze_backbone" in given and "unfreeze_from" not in given:   # --fine-tune / --freeze-backbone win
-        given["unfreeze_from"] = None
-    return recipe_config(args.recipe, **given)
+    return recipe_config(args.recipe, **{k: v for k, v in vars(args).items() if k in fields})
 
 
 def cmd_train(args) -> int:
@@ -225,21 +139,22 @@ def cmd_train(args) -> int:
     try:
         summary = train(cfg, resume=args.resume)
     except Stop as e:
-        print(f"petalnet: {e}; continue with: petalnet train --resume {args.resume or args.out}", file=sys.stderr)
+        print(f"petalnet: {e}; continue with: petalnet train --resume {args.resume or cfg.out}", file=sys.stderr)
         return 130
     if summary.get("global_rank", 0) == 0 and summary.get("best_val_macro_f1") is not None:
         print(f"best val macro-F1 {summary['best_val_macro_f1']:.4f} (accuracy {summary['best_val_accuracy']:.4f}) "
-              f"at epoch {summary['best_epoch']}; run folder: {args.resume or args.out}")
+              f"at epoch {summary['best_epoch']}; run folder: {args.resume or cfg.out}")
     return 0
 
 
 def cmd_schedule(args) -> int:
     from petalnet.plots import plot_schedule
-    from petalnet.train import TrainConfig, _lr_schedule
+    from petalnet.config import TrainConfig
+    from petalnet.optim import lr_schedule
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
                       lr_start=args.lr_start, min_lr=args.min_lr, sustain_epochs=args.sustain_epochs,
                       lr_decay=args.lr_decay)
-    schedule = _lr_schedule(cfg, args.replicas)
+    schedule = lr_schedule(cfg, args.replicas)
     for e in range(args.epochs + 1):
         print(f"epoch {e:>3}: lr {schedule(e):.3e}")
     if args.plot:
@@ -256,58 +171,24 @@ def _predictors(args):
 
 
 def _split(args, labeled: bool | None):
-    from petalnet.data.dataset import TFRecordImages
-    from petalnet.data.discovery import discover
-    src = discover(args.data, args.image_size)
-    name = args.split or (next(iter(src.splits)) if len(src.splits) == 1 else args.default_split)
-    ds = TFRecordImages(src.split(name), image_size=src.image_size, labeled=labeled, skip_bad=args.skip_bad,
-                        image_key=args.image_key, label_key=args.label_key, id_key=args.id_key)
-    return name, ds
+    from petalnet.predict import inference_split
+    return inference_split(args.data, args.split, args.default_split, image_size=args.image_size, labeled=labeled,
+                           skip_bad=args.skip_bad, image_key=args.image_key, label_key=args.label_key,
+                           id_key=args.id_key)
 
 
 def cmd_evaluate(args) -> int:
-    from petalnet.classes import CLASSES
-    from petalnet.plots import plot_confusion, prediction_grid
-    from petalnet.predict import check_labels, evaluation, predict_dataset, tta_mode
+    from petalnet.evaluate import SUMMARY_KEYS, default_out, evaluate_split, format_evaluation
     predictors = _predictors(args)
     name, ds = _split(args, None)
-    if not ds.labeled:
-        raise PetalnetError(f"{args.data}: split '{name}' is unlabelled (no '{args.label_key}' feature): "
-                            "evaluate needs labels; use `petalnet predict` for a submission")
-    labels, _ = ds.metadata()
-    check_labels(predictors[0].num_classes, labels, f"{args.data} ({name})")
-    out = args.out or (os.path.join(args.model, f"eval-{name}") if os.path.isdir(args.model) else f"eval-{name}")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        raise PetalnetError(f"{out}: its parent folder does not exist")
-    probs, targets = predict_dataset(predictors, ds, batch_size=args.batch_size, tta=args.tta,
-                                     weights=args.ensemble_weights, workers=args.workers, progress=_progress(),
-                                     device=args.device)
-    result = evaluation(probs, targets)
-    os.makedirs(out, exist_ok=True)
-    from petalnet.atomic import write_json
-    report = {k: v for k, v in result.items() if k != "confusion_matrix"}
-    write_json({**report, "split": name, "models": [p.name for p in predictors],
-                "tta": tta_mode(args.tta, predictors)},
-               os.path.join(out, "metrics.json"))
-    plot_confusion(result["confusion_matrix"], CLASSES, os.path.join(out, "confusion.png"),
-                   title=f"{name}: accuracy {result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}")
-    preds = probs.argmax(1)
-    wrong = [i for i in range(len(ds)) if preds[i] != targets[i]]
-    right = [i for i in range(len(ds)) if preds[i] == targets[i]]
-    picks = sorted(wrong[:12] + right[: 24 - min(len(wrong), 12)])
-    prediction_grid([ds.load(i)[0] for i in picks], [int(targets[i]) for i in picks], [int(preds[i]) for i in picks],
-                    CLASSES, os.path.join(out, "examples.png"), title=f"{name}: right (green) and wrong (red)")
+    out = args.out or default_out(args.model, name)
+    result = evaluate_split(predictors, ds, name, out, data=args.data, label_key=args.label_key,
+                            batch_size=args.batch_size, tta=args.tta, weights=args.ensemble_weights,
+                            workers=args.workers, progress=_progress(), device=args.device)
     if args.json:
-        print(json.dumps({k: report[k] for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall",
-                                                  "images")} | {"per_class": report["per_class"]}, indent=1))
+        print(json.dumps({k: result[k] for k in SUMMARY_KEYS} | {"per_class": result["per_class"]}, indent=1))
     else:
-        print(f"{name}: {result['images']} images, accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f}, "
-              f"macro precision {result['macro_precision']:.4f}, macro recall {result['macro_recall']:.4f}")
-        print(f"  {'class':<32} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
-        for row in result["per_class"]:
-            print(f"  {row['class']:>3} {row['name']:<28} {row['precision']:>9.3f} {row['recall']:>7.3f} "
-                  f"{row['f1']:>7.3f} {row['support']:>8}")
-        print(f"wrote {out}/metrics.json, confusion.png, examples.png")
+        print(format_evaluation(name, result, out))
     return 0
 
 
@@ -374,17 +255,12 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from petalnet.report import run_report
-    eval_dir = args.eval or os.path.join(args.run, "eval-val")
-    out = args.output or os.path.join(args.run, "report.html")
-    if not os.path.isdir(eval_dir):   # evaluate first, so the report has the confusion matrix and examples
-        data = args.data
-        if data is None and os.path.isfile(os.path.join(args.run, "config.json")):
-            with open(os.path.join(args.run, "config.json")) as fh:
-                data = json.load(fh).get("data")
-        if data and main(["evaluate", args.run, "--data", data, "--out", eval_dir]) != 0:
-            return 1
-    print(run_report(args.run, eval_dir, out))
+    from petalnet.evaluate import format_evaluation
+    from petalnet.report import report_run
+    page, evaluated = report_run(args.run, args.output or os.path.join(args.run, "report.html"), args.eval, args.data)
+    if evaluated:
+        print(format_evaluation("val", evaluated, os.path.join(args.run, "eval-val")))
+    print(page)
     return 0
 
 
@@ -429,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"petalnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    for add in (_add_demo, _add_inspect, _add_convert, _add_train, _add_evaluate, _add_predict, _add_compare,
+                _add_report, _add_serve, _add_export, _add_schedule, _add_classes):
+        add(sub)
+    return parser
+
+
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="train on the built-in synthetic flowers (no download): the main job")
     p.add_argument("--out", default="petalnet-demo", help="run folder to write (default: petalnet-demo)")
     p.add_argument("--image-size", type=int, default=128, help="synthetic image size (default: 128)")
@@ -439,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=cmd_demo)
 
+
+def _add_inspect(sub) -> None:
     p = sub.add_parser("inspect", help="count, check and picture a TFRecord dataset",
                        description="DATA: the folder holding tfrecords-jpeg-SxS/, one tfrecords-jpeg-SxS folder, "
                                    "a split folder, a glob or a file; local or an fsspec URL (gs://, s3://, https://).")
@@ -455,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p)
     p.set_defaults(func=cmd_inspect)
 
+
+def _add_convert(sub) -> None:
     p = sub.add_parser("convert", help="turn a class-per-folder image tree into competition TFRecords, "
                                        "or resize TFRecords",
                        description="IMAGE_DIR/<class>/*.jpg, where <class> is a competition class name "
@@ -472,17 +359,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing OUT/tfrecords-jpeg-SxS")
     p.set_defaults(func=cmd_convert)
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="transfer learning on competition TFRecords, on any accelerator",
                        description="Fine-tune an ImageNet backbone with a new head. Writes RUN_DIR with config.json, "
                                    "history.jsonl, summary.json, checkpoints/{last,best}.pt, curves.png, lr.png.")
-    p.add_argument("--data", help="DATA in any layout `petalnet inspect` takes, with train (and val) splits")
-    p.add_argument("--out", metavar="RUN_DIR", help="run folder to create")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint, with the options it was started with")
-    p.add_argument("--force", action="store_true", help="replace an existing RUN_DIR")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, one line per epoch")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint, with the "
+                                                        "options it was started with")
     _train_args(p)
     p.set_defaults(func=cmd_train)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class table, confusion matrix, examples",
                        description="Evaluate a run (or checkpoint, or --ensemble of them) on a labelled split. "
                                    "Writes OUT/metrics.json, confusion.png, examples.png.")
@@ -491,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="where to write (default: RUN_DIR/eval-SPLIT)")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="submission.csv for a split, or the top species for photos",
                        description="With --data: one id,label row per image of the split (default test), "
                                    "written atomically. With photo files: the top-k species of each.")
@@ -502,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="photos: print the answers as JSON")
     p.set_defaults(func=cmd_predict)
 
+
+def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="several runs side by side: table, curves, per-class F1, HTML report",
                        description="Compare finished runs on a labelled split (each run's own data, or --data). "
                                    "With --train --models a b c --data DATA, train each with the same options first.")
@@ -513,9 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="DATA to evaluate on (and to train on with --train)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--force", action="store_true")
-    _train_args(p)
+    _train_args(p, exclude_groups=("run",))
     p.set_defaults(func=cmd_compare)
 
+
+def _add_report(sub) -> None:
     p = sub.add_parser("report", help="one self-contained HTML page for a run",
                        description="Config, curves, LR, metrics, per-class table, confusion matrix and examples "
                                    "(evaluating on the run's val split first when that was not done).")
@@ -525,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="DATA to evaluate on (default: the run's)")
     p.set_defaults(func=cmd_report)
 
+
+def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="a local web page and JSON API that name the flower in a photo",
                        description="Serves / (upload page), POST /api/predict (multipart field 'file'), "
                                    "GET /api/health and the OpenAPI schema at /openapi.json (docs at /docs).")
@@ -535,12 +431,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=16, help="requests answered by one forward pass at most")
     p.set_defaults(func=cmd_serve)
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a run for deployment without PyTorch (ONNX)")
     p.add_argument("model", metavar="RUN_DIR|CHECKPOINT")
     p.add_argument("--format", default="onnx", choices=["onnx"])
     p.add_argument("--output", required=True, metavar="MODEL.onnx")
     p.set_defaults(func=cmd_export)
 
+
+def _add_schedule(sub) -> None:
     p = sub.add_parser("schedule", help="print and plot a learning-rate schedule before training")
     p.add_argument("--lr-schedule", default="competition", choices=["cosine", "competition", "constant"])
     p.add_argument("--epochs", type=int, default=12)
@@ -555,9 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png")
     p.set_defaults(func=cmd_schedule)
 
+
+def _add_classes(sub) -> None:
     p = sub.add_parser("classes", help="list the 104 competition class names with their indices")
     p.set_defaults(func=cmd_classes)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,63 +1,131 @@
-"""A training run's settings: plain values (no torch import), so the CLI builds its parser fast."""
+"""A training run's settings, each declared once: name, default, help and command-line form.
+
+Plain values, no torch import, so the CLI builds its parser fast. ``add_train_options`` generates the
+``train`` (and ``compare``) options from these fields, as litgpt builds its CLI from dataclasses; a
+recipe (``petalnet.recipes``) supplies the values an option not given takes.
+"""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 from petalnet.classes import NUM_CLASSES
 
 
+def option(default, help: str, group: str = "", *, flag: str | None = None, negate: str | None = None, **argparse_kw):
+    """A TrainConfig field and its command-line option. ``flag``: the option's name (default: the field's
+    with dashes); ``negate``: a store_false option instead (``--no-flip``); no ``group``: not an option."""
+    meta = dict(help=help, group=group, flag=flag, negate=negate, kw=argparse_kw)
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+RUN, MODEL, OPT, AUG, REPRO, HW = "run", "model", "optimisation", "augmentation (on the device, per sample)", \
+    "reproducibility", "hardware"
+
+
 @dataclasses.dataclass
 class TrainConfig:
-    data: str | None = None
-    out: str | None = None
-    model: str = "tf_efficientnet_lite0"
-    image_size: int | None = None          # default: the data's size
-    epochs: int = 8
-    batch_size: int = 32                   # per device
-    lr: float | None = None                # peak; None: BASE_LR[schedule] x replicas
-    lr_schedule: str = "cosine"
-    warmup_epochs: float | None = None     # cosine warm-up / competition ramp-up (default min(1, epochs/3) / 5)
-    lr_start: float = 1e-5
-    min_lr: float = 1e-5
-    sustain_epochs: float = 0
-    lr_decay: float = 0.8
-    optimizer: str = "adamw"
-    weight_decay: float = 0.01
-    label_smoothing: float = 0.1
-    freeze_backbone: bool = True           # train the head only (ignored with unfreeze_from)
-    freeze_epochs: int = 0
-    unfreeze_from: int | None = None       # train blocks[k:] and the head; stem and blocks[:k] stay frozen
-    head_lr_scale: float = 1.0             # the head's LR is this x the schedule's (layer-wise LR)
-    cache_frozen: bool = True              # compute the frozen bottom (or whole frozen backbone) once per
-                                           # image and mirror (when nothing but flips augments it)
-    tta: str = "none"                      # views averaged at validation, and predict's default: none|flip|full
-    pretrained: bool = True
-    weights: str | None = None
-    num_classes: int = NUM_CLASSES
-    flip: bool = True
-    affine: float = 0.0                    # augmentations on the device: see petalnet.augment.AugmentConfig
-    rrc: float = 0.0
-    color: float = 0.0
-    cutout: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    train_on_val: bool = False             # train on train + val (a final model; no validation)
-    seed: int = 0
-    deterministic: bool = False
-    accelerator: str = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    precision: str = "auto"
-    workers: int | None = None             # None: 1 on CPU (the model needs the cores), else CPUs / devices
-    decode: str = "cpu"                    # "gpu": loader workers only read; nvJPEG decodes batches on the GPU
-    compile: bool = False                  # torch.compile the training forward/backward
-    train_split: str = "train"
-    val_split: str = "val"
-    quiet: bool = False
-    force: bool = False
-    max_steps: int | None = None           # stop after this many steps (benchmarks, smoke tests)
-    recipe: str | None = None              # the preset the values came from (recorded, see petalnet.recipes)
+    data: str | None = option(None, "DATA in any layout `petalnet inspect` takes, with train (and val) splits",
+                              RUN)
+    out: str | None = option(None, "run folder to create", RUN, metavar="RUN_DIR")
+    model: str = option("tf_efficientnet_lite0", "any timm model name; vgg16 gets the tutorial's head: conv "
+                        "base, global average pooling, one dense layer", MODEL)
+    pretrained: bool = option(True, "random init (default: ImageNet weights from timm's hub, or a packaged "
+                              "offline copy)", MODEL, negate="--no-pretrained")
+    weights: str | None = option(None, "initial weights: state dict, .safetensors or checkpoint (lukemelas "
+                                 "EfficientNet naming is remapped)", MODEL, metavar="FILE")
+    num_classes: int = option(NUM_CLASSES, "head outputs", MODEL, type=int)
+    freeze_backbone: bool = option(True, "train the head only (ignored with --unfreeze-from)", MODEL,
+                                   action="store_true")
+    freeze_epochs: int = option(0, "train the head for K epochs, then every layer", MODEL, type=int, metavar="K")
+    unfreeze_from: int | None = option(None, "train backbone stages STAGE.. and the head, keep the stem and "
+                                       "earlier stages frozen (EfficientNet-family models)", MODEL, type=int,
+                                       metavar="STAGE")
+    cache_frozen: bool = option(True, "with --unfreeze-from or a head-only run: run the frozen stages or "
+                                "backbone every step instead of once per image and mirror (the cache is "
+                                "skipped anyway when other augmentations are on or memory is short)", MODEL,
+                                negate="--no-cache-frozen")
+    head_lr_scale: float = option(1.0, "the head's LR as a multiple of --lr (layer-wise LR)", MODEL, type=float)
+    image_size: int | None = option(None, "train/eval size, resized on the device (default: the data's)", OPT,
+                                    type=int)
+    epochs: int = option(8, "", OPT, type=int)
+    batch_size: int = option(32, "per device; the global batch is this x devices x nodes", OPT, type=int)
+    lr: float | None = option(None, "peak learning rate, used as given; default: 1e-3 (cosine) or 5e-5 "
+                              "(competition) x replicas, the tutorial's LR_MAX = 5e-5 * replicas rule", OPT,
+                              type=float)
+    lr_schedule: str = option("cosine", "", OPT, choices=["cosine", "competition", "constant"])
+    warmup_epochs: float | None = option(None, "cosine warm-up / competition ramp-up (default: min(1, "
+                                         "epochs/3) / 5)", OPT, type=float)
+    lr_start: float = option(1e-5, "LR_START", OPT, type=float)
+    min_lr: float = option(1e-5, "LR_MIN / cosine floor", OPT, type=float)
+    sustain_epochs: float = option(0, "competition's sustain epochs", OPT, type=float)
+    lr_decay: float = option(0.8, "competition's LR_EXP_DECAY", OPT, type=float)
+    optimizer: str = option("adamw", "", OPT, choices=["adamw", "adam", "sgd"])
+    weight_decay: float = option(0.01, "", OPT, type=float)
+    label_smoothing: float = option(0.1, "", OPT, type=float)
+    train_on_val: bool = option(False, "train on train + val: a final model for a submission (no validation; "
+                                "the last epoch is kept)", OPT, action="store_true")
+    tta: str = option("none", "views averaged at validation, and by predict/evaluate unless they say "
+                      "otherwise: none, flip (image and mirror), full (also a centre zoom)", OPT,
+                      choices=["none", "flip", "full"])
+    flip: bool = option(True, "no random horizontal flips", AUG, negate="--no-flip")
+    affine: float = option(0.0, "Deotte's random affine at strength S (1: rotation N(0,15deg), shear "
+                           "N(0,5deg), zoom 1+N(0,0.1) per axis, shift N(0,16px at 512px)); 0 = off", AUG,
+                           type=float, metavar="S")
+    rrc: float = option(0.0, "random resized crop keeping AREA..1 of the image (e.g. 0.35); 0 = off", AUG,
+                        type=float, metavar="AREA")
+    color: float = option(0.0, "brightness and saturation x U(1-J, 1+J); 0 = off", AUG, type=float, metavar="J")
+    cutout: float = option(0.0, "one square hole of side F x image size; 0 = off", AUG, type=float, metavar="F")
+    mixup: float = option(0.0, "MixUp with Beta(ALPHA, ALPHA) (timm); 0 = off", AUG, type=float, metavar="ALPHA")
+    cutmix: float = option(0.0, "CutMix with Beta(ALPHA, ALPHA) (timm); with --mixup, one of the two per "
+                           "batch; 0 = off", AUG, type=float, metavar="ALPHA")
+    seed: int = option(0, "", REPRO, type=int)
+    deterministic: bool = option(False, "deterministic algorithms (reproducible, slower)", REPRO,
+                                 action="store_true")
+    accelerator: str = option("auto", "", HW, choices=["auto", "cpu", "gpu", "cuda", "tpu", "mps"])
+    devices: int = option(1, "processes on this machine; >1 runs DDP", HW, type=int)
+    num_nodes: int = option(1, "machines (under torchrun or SLURM)", HW, type=int)
+    precision: str = option("auto", "auto: bf16 autocast where the CPU/GPU supports it, else 32", HW,
+                            choices=["auto", "32", "bf16-mixed", "16-mixed"])
+    workers: int | None = option(None, "DataLoader worker processes per device (default: on CPU none, one "
+                                 "loader thread; on GPU CPUs / GPUs, at most 8)", HW, type=int)
+    decode: str = option("cpu", "where JPEGs are decoded: cpu (loader, libjpeg-turbo) or gpu (batched "
+                         "nvJPEG; workers only read records)", HW, choices=["cpu", "gpu"])
+    compile: bool = option(False, "torch.compile the model (first steps slower)", HW, action="store_true")
+    max_steps: int | None = option(None, argparse.SUPPRESS, HW, type=int)   # benchmarks, smoke tests
+    train_split: str = option("train", "")
+    val_split: str = option("val", "")
+    quiet: bool = option(False, "no progress bar, one line per epoch", RUN, action="store_true")
+    force: bool = option(False, "replace an existing RUN_DIR (only a petalnet run folder)", RUN,
+                         action="store_true")
+    recipe: str | None = option(None, "")   # the preset the values came from (recorded, see petalnet.recipes)
 
     def augment(self):
         from petalnet.augment import AugmentConfig   # torch: not needed to build the CLI's parser
         return AugmentConfig(self.affine, self.rrc, self.color, self.cutout, self.mixup, self.cutmix)
+
+
+def add_train_options(parser: argparse.ArgumentParser, shown: dict, exclude_groups=()) -> None:
+    """One option per TrainConfig field that has a group. Defaults are left out of the parsed arguments
+    (``argparse.SUPPRESS``), so an option not given keeps the recipe's value; ``shown`` holds the values
+    the help calls default (the default recipe's)."""
+    groups = {}
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata
+        if not meta.get("group") or meta["group"] in exclude_groups:
+            continue
+        g = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        default = shown.get(f.name, f.default)
+        help_ = meta["help"]
+        if help_ != argparse.SUPPRESS and not meta["negate"] and meta["kw"].get("action") is None \
+                and meta["group"] != RUN:
+            help_ = f"{help_} (default: {default})" if help_ else f"(default: {default})"
+        if meta["negate"]:
+            g.add_argument(meta["negate"], dest=f.name, action="store_false", help=help_, default=argparse.SUPPRESS)
+        else:
+            g.add_argument(meta["flag"] or "--" + f.name.replace("_", "-"), dest=f.name, help=help_,
+                           default=argparse.SUPPRESS, **meta["kw"])
+    groups[MODEL].add_argument("--fine-tune", dest="freeze_backbone", action="store_false",
+                               default=argparse.SUPPRESS, help="train every layer")

@@ -3,7 +3,7 @@
 On petals-mini, training the last stages of an ImageNet EfficientNet beats both a linear head on frozen
 features and fine-tuning every layer (see benchmarks/RESULTS.md). The frozen bottom is most of the
 compute; when it sees no random augmentation but flips, its outputs for every image and its mirror
-are computed once and the epochs run on them (``FeatureCache``), a few times faster per epoch.
+are computed once and the epochs run on them (``cache.FeatureCache``), a few times faster per epoch.
 
 A whole frozen backbone (a linear head, the tutorial's recipe) is cached the same way (``Features`` /
 ``Head``, any timm model); when it cannot be (other augmentations, too little memory), it runs on
@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from petalnet.errors import PetalnetError
-from petalnet.inference import CHUNK, prepare_for_cpu
-from petalnet.models import train_mode
+from petalnet.inference import CHUNK, chunked, forward_float32, prepare_for_cpu
+from petalnet.models import head_parameters
 
 LAYOUT = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool", "classifier")
 
@@ -62,16 +62,31 @@ class Top(nn.Module):
         self.drop_rate = getattr(model, "drop_rate", 0.0)
 
     def forward(self, x):
-        if self.float32:
-            with torch.autocast(x.device.type, enabled=False):
-                return self._forward(x.float())
-        return self._forward(x)
+        return forward_float32(self._forward, x) if self.float32 else self._forward(x)
 
     def _forward(self, x):
         x = self.global_pool(self.bn2(self.conv_head(self.blocks(x))))
         if self.drop_rate:
             x = F.dropout(x, self.drop_rate, self.training)
         return self.classifier(x)
+
+
+def freeze(model: nn.Module, cfg) -> str | None:
+    """Set which of ``model``'s parameters train, as ``cfg`` (a TrainConfig) says: stages from
+    ``unfreeze_from`` up, the head only (``freeze_backbone``, or for the first ``freeze_epochs``), or all.
+    A recipe's partial fine-tune asked of another family (resnet, convnext...) trains its head instead:
+    returns the line that says so."""
+    stage, note = cfg.unfreeze_from, None
+    if stage is not None and cfg.recipe and not splittable(model):
+        note = (f"{cfg.model} has no EfficientNet-style stages to unfreeze from: training its head on the "
+                "frozen backbone instead (--fine-tune to train every layer)")
+        stage = None
+    if stage is not None:
+        check_splittable(model, cfg.model, stage)
+        set_trainable_from(model, stage)
+    else:
+        set_backbone_frozen(model, cfg.freeze_backbone or cfg.freeze_epochs > 0)
+    return note
 
 
 def set_trainable_from(model: nn.Module, stage: int) -> None:
@@ -83,70 +98,24 @@ def set_trainable_from(model: nn.Module, stage: int) -> None:
     model.petalnet_frozen_stage = stage
 
 
-class FeatureCache:
-    """The bottom's outputs for this rank's shard of a dataset, for each image and its mirror, on the device.
-
-    Training draws batches of rows (``batches``: a fresh order per epoch, resumable); evaluation reads
-    slices of both views (``views``). Under DDP each rank keeps the shard it cached for every epoch.
-    """
-
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor):
-        # features: (2, N, C, H, W); indices: each row's dataset index (flip coins are drawn per index)
-        self.features, self.labels, self.indices = features, labels, indices
-
-    @classmethod
-    @torch.no_grad()
-    def build(cls, bottom: nn.Module, loader, prep, autocast, dtype: torch.dtype, progress=None,
-              chunk: int | None = None) -> "FeatureCache":
-        """Run ``bottom`` once over ``loader`` (batches of (uint8 images, labels[, dataset indices])),
-        ``chunk`` images at a time (all of a batch when None)."""
-        bottom.eval()
-        chunks, labels, order = [], [], []
-        for batch in (progress(loader) if progress else loader):
-            images, y = batch[0], batch[1]
-            x = prep(images)
-            with autocast():
-                pair = torch.stack([torch.cat([bottom(part) for part in view.split(chunk or len(view))])
-                                    for view in (x, x.flip(-1))])
-            chunks.append(pair.to(dtype))
-            labels.append(y.to(x.device))
-            order.append(batch[2] if len(batch) > 2 else torch.arange(len(y)))
-        return cls(torch.cat(chunks, 1), torch.cat(labels), torch.cat(order))
-
-    def __len__(self) -> int:
-        return self.features.shape[1]
-
-    def nbytes(self) -> int:
-        return self.features.numel() * self.features.element_size()
-
-    def batches(self, batch_size: int, epoch: int, seed: int, start_step: int = 0):
-        """(rows, labels, dataset indices) per step, in an order drawn per (seed, epoch)."""
-        from petalnet.data.loader import ShardSampler   # the loader's per-epoch order, over the cache's rows
-        sampler = ShardSampler(len(self), shuffle=True, seed=seed)
-        sampler.set_epoch(epoch, start=start_step * batch_size)
-        order = torch.tensor(list(sampler), dtype=torch.long)
-        for i in range(0, len(order), batch_size):
-            rows = order[i:i + batch_size]
-            yield rows, self.labels[rows.to(self.labels.device)], self.indices[rows]
-
-    def gather(self, rows: torch.Tensor, flips: torch.Tensor | None) -> torch.Tensor:
-        rows = rows.to(self.features.device)
-        view = flips.to(self.features.device).long() if flips is not None else torch.zeros_like(rows)
-        return self.features[view, rows]
-
-    def view_batches(self, batch_size: int, tta: str):
-        """(views, labels) per slice for evaluation: the image, and its mirror unless ``tta`` is 'none'
-        (a 'full' TTA's zoom view is not cached: flip only)."""
-        for i in range(0, len(self), batch_size):
-            views = [self.features[0, i:i + batch_size]] + ([self.features[1, i:i + batch_size]] if tta != "none" else [])
-            yield views, self.labels[i:i + batch_size]
+def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
+    """Freeze (or unfreeze) everything but the head; frozen BatchNorm layers keep their statistics."""
+    head = {id(p) for p in head_parameters(model)}
+    for p in model.parameters():
+        p.requires_grad_(not frozen or id(p) in head)
+    model.petalnet_frozen = frozen
+    model.petalnet_frozen_stage = None
 
 
-def estimate_bytes(bottom: nn.Module, image_size: int, count: int, dtype: torch.dtype, device) -> int:
-    """Bytes a cache of ``count`` images (and mirrors) would take, from one tiny forward pass."""
-    with torch.no_grad():
-        out = bottom.eval()(torch.zeros(1, 3, image_size, image_size, device=device))
-    return 2 * count * out.numel() * torch.finfo(dtype).bits // 8
+def train_mode(model: nn.Module) -> None:
+    """model.train(), except that frozen layers stay in eval mode (BatchNorm statistics, dropout)."""
+    model.train()
+    if getattr(model, "petalnet_frozen", False):
+        model.eval()
+        model.get_classifier().train()
+    stage = getattr(model, "petalnet_frozen_stage", None)
+    if stage is not None:
+        Bottom(model, stage).eval()
 
 
 class Features(nn.Module):
@@ -183,10 +152,7 @@ class Head(_FrozenModes):
         self.model, self.float32 = model, float32
 
     def forward(self, x):
-        if self.float32:
-            with torch.autocast(x.device.type, enabled=False):
-                return self.model.forward_head(x.float())
-        return self.model.forward_head(x)
+        return forward_float32(self.model.forward_head, x) if self.float32 else self.model.forward_head(x)
 
 
 def features_frozen(model: nn.Module, image_size: int) -> bool:
@@ -222,5 +188,5 @@ class CPUFrozenBackbone(_FrozenModes):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), torch.autocast("cpu", enabled=False):
             x = x.to(self.dtype, memory_format=torch.channels_last)
-            features = torch.cat([self.features.forward_features(part) for part in x.split(CHUNK)])
+            features = chunked(self.features.forward_features, x, CHUNK)
         return self.model.forward_head(features)

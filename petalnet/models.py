@@ -184,27 +184,6 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     return list(model.get_classifier().parameters())
 
 
-def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
-    """Freeze (or unfreeze) everything but the head; frozen BatchNorm layers keep their statistics."""
-    head = {id(p) for p in head_parameters(model)}
-    for p in model.parameters():
-        p.requires_grad_(not frozen or id(p) in head)
-    model.petalnet_frozen = frozen
-    model.petalnet_frozen_stage = None
-
-
-def train_mode(model: nn.Module) -> None:
-    """model.train(), except that frozen layers stay in eval mode (BatchNorm statistics, dropout)."""
-    model.train()
-    if getattr(model, "petalnet_frozen", False):
-        model.eval()
-        model.get_classifier().train()
-    stage = getattr(model, "petalnet_frozen_stage", None)
-    if stage is not None:
-        from petalnet.frozen import Bottom
-        Bottom(model, stage).eval()
-
-
 def normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) the model's weights expect, on the 0..1 scale."""
     cfg = timm.data.resolve_data_config({}, model=model)

@@ -12,15 +12,12 @@ import torch.nn.functional as F
 from petalnet import checkpoint, metrics
 from petalnet.atomic import atomic_path
 from petalnet.accel import DevicePreprocess, cpu_supports_bf16, keep_freed_memory
+from petalnet.augment import TTA_VIEWS, tta_views
 from petalnet.classes import CLASSES
 from petalnet.data.loader import create_loader
 from petalnet.errors import PetalnetError
 from petalnet.inference import CPUInferenceModel
 from petalnet.models import create_model
-
-# test-time augmentation -> views averaged; zoom: centre 87.5 %, resized back
-TTA_VIEWS = {"none": ("identity",), "flip": ("identity", "flip"), "full": ("identity", "flip", "zoom")}
-
 
 def tta_mode(tta: bool | str | None, predictors: list[Predictor] | None = None) -> str:
     """None: what the (first) run was trained and validated with; True/False: 'full'/'none'."""
@@ -66,7 +63,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 def load_predictor(path: str, device: torch.device | None = None) -> Predictor:
     """A RUN_DIR (its best checkpoint), a checkpoint file or an exported .onnx file, ready to predict."""
     if str(path).endswith(".onnx"):
-        from petalnet.onnx_export import OnnxModel
+        from petalnet.onnx_model import OnnxModel
         m = OnnxModel(path)
         return Predictor(path, m, m.num_classes, m.image_size, m.mean, m.std, m.model_name)
     file = os.path.join(path, "checkpoints", "best.pt") if os.path.isdir(path) else path
@@ -127,21 +124,6 @@ def predict_batches(predictors: list[Predictor], batches, *, tta: bool | str | N
                     probs = F.softmax(model(v).float(), dim=1).double()
                 total = probs * (weight / n) if total is None else total + probs * (weight / n)
         yield total.cpu(), targets
-
-
-def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
-    """The views of a normalised batch that TTA mode ``tta`` averages (``TTA_VIEWS``)."""
-    make = {"identity": lambda: x, "flip": lambda: x.flip(-1), "zoom": lambda: zoom(x)}
-    return [make[view]() for view in TTA_VIEWS[tta]]
-
-
-def zoom(x: torch.Tensor, keep: float = 0.875) -> torch.Tensor:
-    size = x.shape[-1]
-    crop = max(1, round(size * keep))
-    off = (size - crop) // 2
-    x = x[..., off:off + crop, off:off + crop]
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).contiguous(
-        memory_format=torch.channels_last)
 
 
 def predict_dataset(predictors, dataset, *, batch_size: int = 64, tta: bool | str | None = None, weights=None,
@@ -249,3 +231,16 @@ def top_k(predictors, photo_paths: list[str], k: int = 5, tta: bool | str | None
         (probs, _), = predict_batches(predictors, [(img[None], [path])], tta=tta, weights=weights, device=device)
         results.append((path, top_entries(probs[0], k)))
     return results
+
+
+def inference_split(data: str, split: str | None, default_split: str, *, image_size: int | None = None,
+                    labeled: bool | None = None, skip_bad: bool = False, image_key: str = "image",
+                    label_key: str = "class", id_key: str = "id"):
+    """(split name, dataset) to predict or evaluate: ``split``, else the only one, else ``default_split``."""
+    from petalnet.data.dataset import TFRecordImages
+    from petalnet.data.discovery import discover
+    src = discover(data, image_size)
+    name = split or (next(iter(src.splits)) if len(src.splits) == 1 else default_split)
+    ds = TFRecordImages(src.split(name), image_size=src.image_size, labeled=labeled, skip_bad=skip_bad,
+                        image_key=image_key, label_key=label_key, id_key=id_key)
+    return name, ds

@@ -35,7 +35,9 @@ RECIPES: dict[str, dict] = {
 
 
 def recipe_config(name: str, **overrides):
-    """TrainConfig of recipe ``name`` with ``overrides`` (explicit options) on top."""
+    """TrainConfig of recipe ``name`` with ``overrides`` (explicit options) on top. Saying how much of
+    the backbone trains (``freeze_backbone``: --fine-tune / --freeze-backbone) replaces a recipe's
+    partial fine-tune (``unfreeze_from``) unless that is given too."""
     from petalnet.config import TrainConfig
     if name not in RECIPES:
         raise PetalnetError(f"--recipe {name}: choose one of {', '.join(RECIPES)}")
@@ -43,4 +45,6 @@ def recipe_config(name: str, **overrides):
     unknown = set(overrides) - fields
     if unknown:
         raise PetalnetError(f"unknown training options: {', '.join(sorted(unknown))}")
+    if "freeze_backbone" in overrides and "unfreeze_from" not in overrides:
+        overrides["unfreeze_from"] = None
     return TrainConfig(**{**RECIPES[name], **overrides, "recipe": name})

@@ -83,3 +83,23 @@ COMPARE_COLUMNS = [("run", "run", ""), ("model", "model", ""), ("parameters", "p
                    ("best_val_macro_f1", "best val macro-F1", ".4f"), ("best_val_accuracy", "val accuracy", ".4f"),
                    ("train_seconds", "train s", ".0f"), ("train_images_per_second", "train img/s", ".0f"),
                    ("inference_images_per_second", "inference img/s", ".0f")]
+
+
+def report_run(run_dir: str, path: str, eval_dir: str | None = None, data: str | None = None) -> tuple[str, dict | None]:
+    """``petalnet report``: (the HTML page written, the evaluation when one was run for it). A run not
+    yet evaluated is evaluated first on its data's val split (into RUN_DIR/eval-val), so the page has
+    the confusion matrix and examples."""
+    eval_dir = eval_dir or os.path.join(run_dir, "eval-val")
+    result = None
+    if not os.path.isdir(eval_dir):
+        config = os.path.join(run_dir, "config.json")
+        if data is None and os.path.isfile(config):
+            with open(config) as fh:
+                data = json.load(fh).get("data")
+        if data:
+            from petalnet.evaluate import evaluate_split
+            from petalnet.predict import inference_split, load_predictor, resolve_device
+            device = resolve_device("auto")
+            split, ds = inference_split(data, None, "val")
+            result = evaluate_split([load_predictor(run_dir, device)], ds, split, eval_dir, data=data, device=device)
+    return run_report(run_dir, eval_dir, path), result

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from petalnet.accel import cpu_supports_bf16
 from petalnet.frozen import CPUFrozenBackbone, features_frozen, set_trainable_from
-from petalnet.models import set_backbone_frozen, train_mode
+from petalnet.frozen import set_backbone_frozen, train_mode
 from tests.test_inference import _batch, _randomise_bn
 
 SIZE = 64

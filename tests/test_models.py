@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from petalnet import models
 from petalnet.data.dataset import open_split
 from petalnet.errors import PetalnetError
-from petalnet.models import create_model, set_backbone_frozen, train_mode
+from petalnet.frozen import set_backbone_frozen, train_mode
+from petalnet.models import create_model
 
 LITE0 = models.packaged_weights_file("tf_efficientnet_lite0")
 

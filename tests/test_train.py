@@ -70,6 +70,8 @@ def test_same_seed_same_metrics(synthetic, tmp_path):
 
 
 def test_existing_run_folder_is_not_overwritten(synthetic, tmp_path, capsys):
+    """An existing folder is refused; --force replaces a run folder (removing only what petalnet wrote),
+    never a folder that is not one (issue 14: --force deleted whatever --out named)."""
     run = tmp_path / "run"
     run.mkdir()
     (run / "keep.txt").write_text("precious")
@@ -77,8 +79,15 @@ def test_existing_run_folder_is_not_overwritten(synthetic, tmp_path, capsys):
     assert main(args) == 1
     assert "already exists: pass --resume" in capsys.readouterr().err
     assert (run / "keep.txt").read_text() == "precious"
+    assert main(args + ["--force", "--max-steps", "2"]) == 1
+    assert "is not a petalnet run folder" in capsys.readouterr().err
+    assert (run / "keep.txt").read_text() == "precious"
+    (run / "config.json").write_text("{}")   # now a run folder: replaced, the user's file kept
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "old.pt").write_bytes(b"old")
     assert main(args + ["--force", "--max-steps", "2"]) == 0
-    assert not (run / "keep.txt").exists()
+    assert (run / "keep.txt").read_text() == "precious" and not (run / "checkpoints" / "old.pt").exists()
+    assert json.loads((run / "config.json").read_text())["epochs"] == 1
 
 
 @pytest.mark.parametrize("cached", [False, True])
@@ -197,8 +206,8 @@ def test_competition_schedule_matches_tutorial_formula():
         elif epoch < ramp + sustain:
             return peak
         return (peak - low) * decay ** (epoch - ramp - sustain) + low
-    from petalnet.train import _lr_schedule
-    schedule = _lr_schedule(TrainConfig(lr_schedule="competition", epochs=12), replicas)
+    from petalnet.optim import lr_schedule
+    schedule = lr_schedule(TrainConfig(lr_schedule="competition", epochs=12), replicas)
     for epoch in (0, 1, 3, 5, 6, 9, 11):
         assert schedule(epoch) == pytest.approx(lrfn(epoch), rel=1e-12)
     cos = Schedule("cosine", 1e-3, 10, start=1e-5, min_lr=1e-5, rampup_epochs=1)

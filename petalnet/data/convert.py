@@ -142,3 +142,15 @@ def resize_records(data: str, out: str, size: int, *, quality: int = 95, shard_s
                 records = progress(records, total=len(ds), desc=split)
             written[split] = layout.write(split, list(records), shard_size)
     return written
+
+
+def convert_any(source: str, out: str, size: int, *, val_fraction: float = 0.2, seed: int = 0,
+                progress=None, **kw) -> dict[str, list[str]]:
+    """``petalnet convert``: TFRecords in (any layout ``discover`` takes) are re-encoded at ``size``
+    (``resize_records``); a class-per-folder image tree becomes TFRecords (``convert``)."""
+    from petalnet.data.discovery import discover
+    try:
+        discover(source)
+    except PetalnetError:
+        return convert(source, out, size, val_fraction=val_fraction, seed=seed, progress=progress, **kw)
+    return resize_records(source, out, size, progress=progress, **kw)

@@ -134,7 +134,7 @@ class ThreadedLoader:
     def _batch(self, indices: list[int]):
         flips = None
         if self.flip:
-            from petalnet.accel import flip_mask
+            from petalnet.augment import flip_mask
             flips = flip_mask(torch.tensor(indices), getattr(self.sampler, "epoch", 0), self.seed).tolist()
         inner = self.dataset.dataset if isinstance(self.dataset, WithIndex) else self.dataset
         if getattr(inner, "transform", 0) is None and hasattr(inner, "load_batch"):   # decoded into the batch

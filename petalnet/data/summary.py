@@ -107,8 +107,8 @@ def augment_grid(ds: TFRecordImages, path: str, aug, n: int = 6, copies: int = 3
     """Each of ``n`` images beside ``copies`` augmented versions, as training would draw them."""
     import torch
 
-    from petalnet.accel import DevicePreprocess, flip_mask
-    from petalnet.augment import mixer, step_generator
+    from petalnet.accel import DevicePreprocess
+    from petalnet.augment import flip_mask, mixer, no_mixing, step_generator
     from petalnet.plots import image_grid
     step = max(1, len(ds) // n)
     picks = list(range(0, len(ds), step))[:n]
@@ -116,12 +116,11 @@ def augment_grid(ds: TFRecordImages, path: str, aug, n: int = 6, copies: int = 3
     images = torch.stack([img for img, _ in loaded])
     size = images.shape[-1]
     prep = DevicePreprocess(torch.device("cpu"), (0.0,) * 3, (1 / 255,) * 3, size, channels_last=False)
-    mix = mixer(aug, 104, 0.0)
+    mix = mixer(aug, 104, 0.0) or no_mixing
     views = []
     for copy in range(copies):
         x = prep(images, flip_mask(torch.tensor(picks), copy, seed), aug, step_generator(torch.device("cpu"), seed, copy, 0))
-        if mix:
-            x, _ = mix(x, torch.zeros(len(x), dtype=torch.long))
+        x, _ = mix(x, torch.zeros(len(x), dtype=torch.long))
         views.append(x.clamp(0, 255).round().to(torch.uint8))
     grid, titles = [], []
     for k, (img, feats) in enumerate(loaded):

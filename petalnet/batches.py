@@ -1,0 +1,115 @@
+"""Batch sources: what the training loop iterates, built from the plan (``plan.Plan``).
+
+A training source yields device-ready ``(x, y)`` for one epoch from a given step (resume), mirrored,
+augmented and normalised as the plan says; a validation source yields ``(views, labels)``, the TTA
+views whose probabilities evaluation averages. Two kinds of each:
+- ``ImageBatches`` / ``ImageViews``: uint8 batches read from the records (a loader thread or worker
+  processes), then on the device: flip coins, augmentation, normalisation (``accel.DevicePreprocess``);
+- ``CachedBatches`` / ``cache.FeatureCache.view_batches``: rows of the frozen part's cached outputs.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from petalnet.augment import flip_mask, step_generator, tta_views
+from petalnet.cache import FeatureCache
+from petalnet.data.loader import WithIndex, create_loader
+from petalnet.frozen import Bottom, Features
+from petalnet.inference import CHUNK, prepare_for_cpu
+
+
+class ImageBatches:
+    """Training batches from the records: the loader's uint8 batch, then on the device the flip coins
+    (unless the loader mirrored while decoding), per-sample augmentation and normalisation."""
+
+    def __init__(self, loader, prep, device, *, batch_size: int, seed: int, rank: int, aug, step_flips: bool):
+        self.loader, self.prep, self.device = loader, prep, device
+        self.batch_size, self.seed, self.rank, self.aug = batch_size, seed, rank, aug
+        self.step_flips, self.augmenting = step_flips, aug.any()
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self, epoch: int, start_step: int):
+        self.loader.sampler.set_epoch(epoch, start=start_step * self.batch_size)
+        for step, (images, labels, indices) in enumerate(self.loader, start_step):
+            # the coin is computed where the batch goes: a pageable host->device copy would block
+            flips = flip_mask(indices.to(self.device, non_blocking=True), epoch, self.seed) \
+                if self.step_flips else None
+            g = step_generator(self.device, self.seed, epoch, step, self.rank) if self.augmenting else None
+            yield self.prep(images, flips, self.aug, g), labels.to(self.device, non_blocking=True)
+
+
+class CachedBatches:
+    """Training batches of cached rows (an image's or its mirror's, by the same coins as above)."""
+
+    def __init__(self, cache: FeatureCache, *, batch_size: int, seed: int, flips: bool):
+        self.cache, self.batch_size, self.seed, self.flips = cache, batch_size, seed, flips
+
+    def __len__(self) -> int:
+        return -(-len(self.cache) // self.batch_size)
+
+    def epoch(self, epoch: int, start_step: int):
+        device = self.cache.features.device
+        for rows, labels, indices in self.cache.batches(self.batch_size, epoch, self.seed, start_step):
+            flips = flip_mask(indices.to(device, non_blocking=True), epoch, self.seed) if self.flips else None
+            yield self.cache.gather(rows, flips), labels
+
+
+class ImageViews:
+    """Validation batches from the records: (TTA views of the normalised batch, labels)."""
+
+    def __init__(self, loader, prep, tta: str):
+        self.loader, self.prep, self.tta = loader, prep, tta
+
+    def __iter__(self):
+        for images, labels in self.loader:
+            yield tta_views(self.prep(images), self.tta), labels
+
+
+def build_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size: int, prep, say):
+    """(training source, validation source or None) as ``plan`` says; a cached plan computes its cache
+    here (the first pass over the images)."""
+    rank, world = fabric.global_rank, fabric.world_size
+    common = dict(rank=rank, world_size=world, num_workers=plan.workers, threads=int(plan.loader == "thread"),
+                  background=plan.background)
+    if plan.cached:
+        return _cached_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep, common, say)
+    train = create_loader(WithIndex(train_ds), cfg.batch_size, shuffle=True, seed=cfg.seed, pad=True,
+                          pin_memory=plan.pin_memory, persistent_workers=plan.pin_memory,
+                          flip=plan.flips == "loader", **common)
+    val = val_ds and create_loader(val_ds, cfg.batch_size * 2, pin_memory=plan.pin_memory,
+                                   persistent_workers=plan.pin_memory, **common)
+    return (ImageBatches(train, prep, fabric.device, batch_size=cfg.batch_size, seed=cfg.seed, rank=rank,
+                         aug=cfg.augment(), step_flips=plan.flips == "step"),
+            val and ImageViews(val, prep, cfg.tta))
+
+
+def _cached_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep, common, say):
+    dtype = torch.bfloat16 if "bf16" in plan.precision else torch.float16 if "16" in plan.precision else torch.float32
+    split = (lambda m: Bottom(m, plan.unfreeze_from)) if plan.frozen == "cached-bottom" else Features
+    bottom, chunk = split(model), None
+    if plan.device == "cpu":   # the frozen part from a prepared copy: batch norm folded, weights cast once
+        bottom, chunk = split(prepare_for_cpu(model, image_size, bf16=dtype == torch.bfloat16)[0]), CHUNK
+    t0 = time.perf_counter()
+    # this rank's fixed shard of each split, in dataset order (epochs reshuffle the training rows locally)
+    loaders = [create_loader(WithIndex(train_ds), cfg.batch_size * 2, pad=True, **common)]
+    if val_ds:
+        loaders.append(create_loader(val_ds, cfg.batch_size * 2, **common))
+    caches = [FeatureCache.build(bottom, loader, prep, fabric.autocast, dtype, chunk=chunk) for loader in loaders]
+    part = f"frozen bottom (stem + blocks[:{plan.unfreeze_from}])" if plan.frozen == "cached-bottom" \
+        else "frozen backbone"
+    say(f"{part} cached for {sum(len(c) for c in caches)} images and their mirrors in "
+        f"{time.perf_counter() - t0:.0f}s ({sum(c.nbytes() for c in caches) / 2**20:.0f} MiB)")
+    train = CachedBatches(caches[0], batch_size=cfg.batch_size, seed=cfg.seed, flips=plan.flips == "cache")
+    return train, (_CachedViews(caches[1], cfg.batch_size * 2, cfg.tta) if val_ds else None)
+
+
+class _CachedViews:
+    def __init__(self, cache: FeatureCache, batch_size: int, tta: str):
+        self.cache, self.batch_size, self.tta = cache, batch_size, tta
+
+    def __iter__(self):
+        return self.cache.view_batches(self.batch_size, self.tta)

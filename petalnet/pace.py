@@ -1,0 +1,117 @@
+"""The instruments of the training loop: the epoch's totals kept on the device (``Meter``), steps and
+their steady rate and when to stop (``Pace``: a signal or --max-steps), and the progress bar."""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+import torch
+
+
+class Meter:
+    """The epoch's loss sum and correct predictions, kept on the device (no host sync per step)."""
+
+    def __init__(self, device):
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.seen = 0
+
+    def add(self, loss, logits, y) -> None:
+        self.loss += loss.detach().double() * len(y)
+        self.correct += (logits.argmax(1) == y).sum()
+        self.seen += len(y)
+
+    def totals(self, fabric, before: dict | None, t0: float) -> dict:
+        """The epoch's totals over all ranks, plus ``before`` (world totals saved before a resume)."""
+        sums = torch.tensor([self.loss.item(), self.correct.item(), self.seen], dtype=torch.float64,
+                            device=fabric.device)
+        if fabric.world_size > 1:
+            sums = fabric.all_reduce(sums, reduce_op="sum")
+        before = before or {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        return {"loss": before["loss"] + sums[0].item(), "correct": before["correct"] + int(sums[1].item()),
+                "seen": before["seen"] + int(sums[2].item()),
+                "seconds": before["seconds"] + time.perf_counter() - t0}
+
+
+class Pace:
+    """Steps taken by this process, their steady rate after the first 10, and when to stop: on a
+    signal (ranks agree every 10 steps, so they stop at the same one) or after --max-steps."""
+    STEADY_AFTER = 10
+
+    def __init__(self, fabric, signals: "Signals", max_steps: int | None, images_per_step: int):
+        self.fabric, self.signals, self.max_steps, self.images_per_step = fabric, signals, max_steps, images_per_step
+        self.total, self.t_steady, self.signalled = 0, None, False
+
+    @property
+    def max_steps_reached(self) -> bool:
+        return bool(self.max_steps) and self.total >= self.max_steps
+
+    def after_step(self, step: int) -> bool:
+        self.total += 1
+        if self.total == self.STEADY_AFTER:
+            self.t_steady = time.perf_counter()
+        self.signalled = self._agree(self.signals.received is not None, step)
+        return self.signalled or self.max_steps_reached
+
+    def _agree(self, local_stop: bool, step: int) -> bool:
+        if self.fabric.world_size == 1:
+            return local_stop
+        if step % 10:
+            return False
+        flag = self.fabric.all_reduce(torch.tensor(float(local_stop), device=self.fabric.device), reduce_op="sum")
+        return bool(flag.item() > 0)
+
+    def steady_rate(self) -> float | None:
+        if self.t_steady is None or self.total <= self.STEADY_AFTER:
+            return None
+        return (self.total - self.STEADY_AFTER) * self.images_per_step / (time.perf_counter() - self.t_steady)
+
+
+class Signals:
+    """Turns SIGTERM/SIGINT into a flag the loop checks at step boundaries."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:   # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class Bar:
+    """tqdm's bar for an epoch on rank 0 of a terminal run; silent elsewhere."""
+
+    def __init__(self, bar=None):
+        self.bar, self.t0 = bar, time.perf_counter()
+
+    def advance(self, step: int, loss, lr: float, images: int) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        if step % 10 == 0:   # loss.item() waits for the device: every 10 steps only
+            self.bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}",
+                                 img_s=f"{images / (time.perf_counter() - self.t0):.0f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def epoch_bar(cfg, fabric, total, initial, epoch) -> Bar:
+    if fabric.global_rank != 0 or cfg.quiet or not sys.stderr.isatty():
+        return Bar()
+    from tqdm import tqdm
+    return Bar(tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, unit="step"))

@@ -1,0 +1,106 @@
+"""The training path, chosen once before the loop: how batches are loaded and where images are mirrored,
+which part of the model is frozen and how it is computed, precision, compile.
+
+``make_plan`` turns (config, device, model, data sizes) into a ``Plan``; config.json's ``resolved``
+section records it. ``batches.build_sources`` and ``step_module`` below realise it: the loop receives
+a batch source yielding device-ready ``(x, y)`` and the module to step, and tests nothing itself.
+A new path (XLA, say) is a new branch here and a new batch source, not an edit of the loop.
+
+Frozen parts (``frozen``):
+- ``cached-bottom``: ``--unfreeze-from K``: the stem and stages < K computed once per image and mirror
+  (``cache.FeatureCache``), the top stages trained on the cached maps (``frozen.Top``);
+- ``cached-features``: head-only runs: the whole backbone computed once per image and mirror, the head
+  trained on the cached maps (``frozen.Head``);
+- ``prepared-cpu``: a frozen backbone not cached (other augmentations, memory, ``--no-cache-frozen``)
+  on a CPU runs from a prepared copy (``frozen.CPUFrozenBackbone``);
+- ``none``: the model runs as it is (under ``no_grad`` where frozen).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+from torch import nn
+
+from petalnet.cache import estimate_bytes, free_memory
+from petalnet.frozen import Bottom, CPUFrozenBackbone, Features, Head, Top, features_frozen
+
+STEP_FRAMES = {"cached-bottom": "frozen bottom (stem + blocks[:{stage}])", "cached-features": "frozen backbone"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    device: str                  # torch device type the model steps on
+    precision: str               # Fabric's precision
+    loader: str                  # "thread": one decoding thread in this process; "workers": worker processes
+    workers: int                 # worker processes (loader "workers")
+    background: bool             # the loader thread runs at idle priority (one process per machine)
+    pin_memory: bool             # pinned pages, non-blocking copies, workers kept across epochs (GPUs)
+    flips: str                   # who mirrors images: "loader" (while decoding), "step", "cache" or "off"
+    frozen: str                  # "cached-bottom", "cached-features", "prepared-cpu" or "none" (above)
+    unfreeze_from: int | None    # stages trained from this one up (--unfreeze-from)
+    unfreeze_at: int | None      # the epoch from which every layer trains (--freeze-epochs), else None
+    compile: bool
+    decode: str                  # "cpu" (the loader) or "gpu" (nvJPEG on the device)
+    note: str | None = None      # said at the start: why a cache was not used
+
+    @property
+    def cached(self) -> bool:
+        return self.frozen.startswith("cached")
+
+    def resolved(self) -> dict:
+        """The plan as config.json records it."""
+        return {**dataclasses.asdict(self), "cached_frozen_bottom": self.cached,
+                "prepared_frozen_backbone": self.frozen == "prepared-cpu"}
+
+
+def default_workers(device: torch.device) -> int:
+    """Worker processes per training process when --workers is not given. On a CPU (where the plan uses
+    one loader thread unless --workers is given) the model's threads need the cores: 2 workers cost
+    10-20 % here on 2 cores."""
+    if device.type == "cpu":
+        return 1
+    return max(1, min(8, (os.cpu_count() or 2) // max(1, torch.cuda.device_count())))
+
+
+def make_plan(cfg, device: torch.device, precision: str, world: int, model: nn.Module, image_size: int,
+              images: int) -> Plan:
+    """The path for ``model`` (frozen as the config says: ``frozen.freeze``) on ``device``; ``images``:
+    how many this rank would cache (train and val shards)."""
+    cpu = device.type == "cpu"
+    thread = cfg.workers is None and cpu   # no inter-process copy; JPEGs decoded straight into the batch
+    stage = getattr(model, "petalnet_frozen_stage", None)
+    backbone_frozen = stage is None and features_frozen(model, image_size)
+    whole = backbone_frozen and cfg.freeze_epochs == 0   # frozen for the whole run
+    frozen, note = "none", None
+    if (stage is not None or whole) and cfg.cache_frozen and not cfg.augment().any():
+        part = Bottom(model, stage) if stage is not None else Features(model)
+        dtype = torch.bfloat16 if "bf16" in precision else torch.float16 if "16" in precision else torch.float32
+        need, free = estimate_bytes(part, image_size, images, dtype, device), free_memory(device)
+        if need <= free / 3:
+            frozen = "cached-bottom" if stage is not None else "cached-features"
+        else:
+            note = (f"frozen-part cache would take {need / 2**30:.1f} GiB of {free / 2**30:.1f} GiB free: "
+                    "running it every step instead")
+    if frozen == "none" and cpu and not cfg.compile and backbone_frozen:
+        frozen = "prepared-cpu"
+    flips = "off" if not cfg.flip else "cache" if frozen.startswith("cached") else "loader" if thread else "step"
+    return Plan(device=device.type, precision=precision, loader="thread" if thread else "workers",
+                workers=0 if thread else (cfg.workers if cfg.workers is not None else default_workers(device)),
+                background=world == 1, pin_memory=device.type == "cuda", flips=flips, frozen=frozen,
+                unfreeze_from=stage, unfreeze_at=cfg.freeze_epochs or None, compile=cfg.compile,
+                decode=cfg.decode, note=note)
+
+
+def step_module(plan: Plan, model: nn.Module, image_size: int) -> nn.Module:
+    """What the loop steps: the trained part on cached maps, the model with a prepared frozen backbone,
+    or the model itself. Checkpoints always hold ``model``."""
+    float32 = plan.device == "cpu"   # on CPU the small trained part's bf16 backward is 1.9x slower than fp32
+    if plan.frozen == "cached-bottom":
+        return Top(model, plan.unfreeze_from, float32=float32)
+    if plan.frozen == "cached-features":
+        return Head(model, float32=float32)
+    if plan.frozen == "prepared-cpu":
+        return CPUFrozenBackbone(model, image_size, bf16="bf16" in plan.precision)
+    return model

@@ -1,0 +1,54 @@
+"""Where a training run is, and what its checkpoints hold: one object, one layout.
+
+``last.pt`` (``RunState.last``): the model's and optimizer's state, the epoch and the step inside it
+(the position a resumed run continues from), the history, the best row so far, the epoch's partial
+totals when stopped inside it, and the random generators. ``best.pt`` (``RunState.best_checkpoint``):
+the model at its best epoch and that epoch's metrics. Both carry what inference needs (``meta``:
+model name, classes, image size, normalisation, weights' source, TTA, the config).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from petalnet import checkpoint
+
+
+@dataclasses.dataclass
+class RunState:
+    meta: dict
+    model: nn.Module                   # the model itself (what checkpoints hold), not the stepped wrapper
+    optimizer: torch.optim.Optimizer
+    epoch: int = 0                     # epochs finished
+    step: int = 0                      # steps of epoch ``epoch`` done (non-zero only when stopped inside it)
+    history: list = dataclasses.field(default_factory=list)
+    best: dict | None = None           # the best epoch's history row
+    partial: dict | None = None        # world totals of the epoch so far, when stopped inside it
+
+    def last(self) -> dict:
+        return {**self.meta, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "epoch": self.epoch, "step": self.step, "history": self.history, "best": self.best,
+                "accumulators": self.partial, "rng": checkpoint.rng_state()}
+
+    def best_checkpoint(self) -> dict:
+        return {**self.meta, "model": self.model.state_dict(), "epoch": self.best["epoch"], "metrics": self.best}
+
+    def restore(self, saved: dict) -> None:
+        """Continue from a ``last`` checkpoint (random generators: ``checkpoint.set_rng_state``, when the
+        set-up that draws from them is done)."""
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.epoch, self.step, self.history = saved["epoch"], saved["step"], saved["history"]
+        self.best, self.partial = saved["best"], saved["accumulators"]
+
+    def end_epoch(self, row: dict) -> bool:
+        """Record a finished epoch; whether it is the new best (by val macro-F1; without validation,
+        every epoch is: the last is kept)."""
+        self.history.append(row)
+        self.epoch, self.step, self.partial = row["epoch"], 0, None
+        improved = "val_macro_f1" not in row or self.best is None or row["val_macro_f1"] > self.best["val_macro_f1"]
+        if improved:
+            self.best = dict(row)
+        return improved
