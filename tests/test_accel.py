@@ -1,4 +1,4 @@
-"""petalnet.accel: flip coins, device preprocessing (resize path; the row-wise fast path is in
+"""petalnet.accel: device preprocessing (resize path; the row-wise fast path is in
 test_augment.py), precision choice and the glibc allocator setting."""
 import ctypes
 import platform
@@ -9,54 +9,10 @@ import torch
 from PIL import Image
 
 from petalnet import accel
-from petalnet.accel import DevicePreprocess, flip_mask, keep_freed_memory, resolve_precision
+from petalnet.accel import DevicePreprocess, keep_freed_memory, resolve_precision
 from petalnet.errors import PetalnetError
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def _coin(index: int, epoch: int, seed: int) -> bool:
-    """flip_mask's hash written out in Python integers (murmur-style mixing, modulo 2**32)."""
-    m = 0xFFFFFFFF
-    h = (index * 0x9E3779B1 + epoch * 0x85EBCA77 + seed * 0xC2B2AE3D) & m
-    h = ((h ^ (h >> 15)) * 0x2C1B3C6D) & m
-    return bool(((h ^ (h >> 12)) >> 7) & 1)
-
-
-def test_flip_mask_is_the_hash_of_sample_epoch_and_seed():
-    idx = torch.tensor([0, 1, 2, 7, 1000, 12752, 2**31 - 1])
-    for epoch, seed in ((0, 0), (3, 0), (0, 5), (11, 42)):
-        assert flip_mask(idx, epoch, seed).tolist() == [_coin(i, epoch, seed) for i in idx.tolist()]
-    assert flip_mask(idx.int(), 3, 1).tolist() == flip_mask(idx, 3, 1).tolist()   # int32 indices too
-
-
-def test_flip_mask_same_coin_whoever_draws_it():
-    """A sample's coin does not depend on which rank or batch holds it, nor on the order."""
-    n, epoch, seed = 1000, 4, 9
-    whole = flip_mask(torch.arange(n), epoch, seed)
-    assert torch.equal(flip_mask(torch.arange(n), epoch, seed), whole)   # deterministic
-    for world in (2, 3, 8):   # ShardSampler-style strided shards
-        for rank in range(world):
-            assert torch.equal(flip_mask(torch.arange(rank, n, world), epoch, seed), whole[rank::world])
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(flip_mask(perm, epoch, seed), whole[perm])   # shuffled batches
-    for size in (1, 7, 64):
-        batch = perm[:size]
-        assert torch.equal(flip_mask(batch, epoch, seed), whole[batch])
-
-
-def test_flip_mask_flips_about_half_and_changes_with_epoch_and_seed():
-    n = 20000
-    idx = torch.arange(n)
-    a = flip_mask(idx, 0, 0)
-    assert 0.48 < a.float().mean() < 0.52
-    for other in (flip_mask(idx, 1, 0), flip_mask(idx, 0, 1)):
-        assert 0.45 < (a != other).float().mean() < 0.55   # an independent coin, not the same or its negation
-    # one sample over many epochs: mirrored in about half of them
-    per_epoch = torch.stack([flip_mask(torch.tensor([17]), e, 0) for e in range(2000)])
-    assert 0.45 < per_epoch.float().mean() < 0.55
-    # no pattern along the index: neighbours agree about half the time (not alternating, not in runs)
-    assert 0.45 < (a[1:] == a[:-1]).float().mean() < 0.55
 
 
 def _pil_resize(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ import torch
 
 from petalnet import augment
 from petalnet.accel import DevicePreprocess
-from petalnet.augment import AugmentConfig, step_generator
+from petalnet.augment import AugmentConfig, flip_mask, step_generator
 
 
 def _batch(n=6, size=48):
@@ -93,3 +93,47 @@ def test_channels_last_batches_normalise_to_the_same_numbers_as_nchw():
     small = _batch(2, 40).contiguous(memory_format=torch.channels_last)   # resized: the general path
     assert prep(small).shape == (2, 3, 48, 48)
     assert torch.equal(prep(_batch(2, 48).contiguous(memory_format=torch.channels_last)), prep(_batch(2, 48)))
+
+
+def _coin(index: int, epoch: int, seed: int) -> bool:
+    """flip_mask's hash written out in Python integers (murmur-style mixing, modulo 2**32)."""
+    m = 0xFFFFFFFF
+    h = (index * 0x9E3779B1 + epoch * 0x85EBCA77 + seed * 0xC2B2AE3D) & m
+    h = ((h ^ (h >> 15)) * 0x2C1B3C6D) & m
+    return bool(((h ^ (h >> 12)) >> 7) & 1)
+
+
+def test_flip_mask_is_the_hash_of_sample_epoch_and_seed():
+    idx = torch.tensor([0, 1, 2, 7, 1000, 12752, 2**31 - 1])
+    for epoch, seed in ((0, 0), (3, 0), (0, 5), (11, 42)):
+        assert flip_mask(idx, epoch, seed).tolist() == [_coin(i, epoch, seed) for i in idx.tolist()]
+    assert flip_mask(idx.int(), 3, 1).tolist() == flip_mask(idx, 3, 1).tolist()   # int32 indices too
+
+
+def test_flip_mask_same_coin_whoever_draws_it():
+    """A sample's coin does not depend on which rank or batch holds it, nor on the order."""
+    n, epoch, seed = 1000, 4, 9
+    whole = flip_mask(torch.arange(n), epoch, seed)
+    assert torch.equal(flip_mask(torch.arange(n), epoch, seed), whole)   # deterministic
+    for world in (2, 3, 8):   # ShardSampler-style strided shards
+        for rank in range(world):
+            assert torch.equal(flip_mask(torch.arange(rank, n, world), epoch, seed), whole[rank::world])
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(flip_mask(perm, epoch, seed), whole[perm])   # shuffled batches
+    for size in (1, 7, 64):
+        batch = perm[:size]
+        assert torch.equal(flip_mask(batch, epoch, seed), whole[batch])
+
+
+def test_flip_mask_flips_about_half_and_changes_with_epoch_and_seed():
+    n = 20000
+    idx = torch.arange(n)
+    a = flip_mask(idx, 0, 0)
+    assert 0.48 < a.float().mean() < 0.52
+    for other in (flip_mask(idx, 1, 0), flip_mask(idx, 0, 1)):
+        assert 0.45 < (a != other).float().mean() < 0.55   # an independent coin, not the same or its negation
+    # one sample over many epochs: mirrored in about half of them
+    per_epoch = torch.stack([flip_mask(torch.tensor([17]), e, 0) for e in range(2000)])
+    assert 0.45 < per_epoch.float().mean() < 0.55
+    # no pattern along the index: neighbours agree about half the time (not alternating, not in runs)
+    assert 0.45 < (a[1:] == a[:-1]).float().mean() < 0.55

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from petalnet.accel import flip_mask
+from petalnet.augment import flip_mask
 from petalnet.data.dataset import TFRecordImages
 from petalnet.data.loader import ShardSampler, ThreadedLoader, WithIndex, create_loader
 

@@ -10,7 +10,8 @@ import torch
 from petalnet import checkpoint
 from petalnet.errors import PetalnetError
 from petalnet.models import create_model
-from petalnet.onnx_export import OnnxModel, export_onnx
+from petalnet.onnx_export import export_onnx
+from petalnet.onnx_model import OnnxModel
 
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")

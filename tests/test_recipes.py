@@ -10,7 +10,7 @@ from petalnet.errors import PetalnetError
 from petalnet.predict import TTA_VIEWS
 from petalnet.recipes import RECIPES, recipe_config
 from petalnet.schedules import SCHEDULES
-from petalnet.train import _lr_schedule
+from petalnet.optim import lr_schedule
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
@@ -38,7 +38,7 @@ def test_every_recipe_builds_a_valid_config(name):
     assert cfg.lr_schedule in SCHEDULES and cfg.optimizer in ("adamw", "adam", "sgd") and cfg.tta in TTA_VIEWS
     assert cfg.epochs >= 1 and cfg.batch_size >= 1 and 0 <= cfg.label_smoothing < 1
     assert cfg.unfreeze_from is None or cfg.unfreeze_from >= 0
-    schedule = _lr_schedule(cfg, 1)   # the schedule it asks for can be built, and rises to a positive peak
+    schedule = lr_schedule(cfg, 1)   # the schedule it asks for can be built, and rises to a positive peak
     assert schedule.peak > 0 and max(schedule.curve(10)[1]) == pytest.approx(schedule.peak)
     cfg.augment()
 

@@ -1,4 +1,4 @@
-"""petalnet.schedules beyond test_train.py's check of whole epochs through ``_lr_schedule``: fractional
+"""petalnet.schedules beyond test_train.py's check of whole epochs through ``optim.lr_schedule``: fractional
 epochs, a sustain phase, the cosine's shape, ``constant`` and ``curve``."""
 import math
 
