@@ -72,3 +72,19 @@ def format_table(rows: list[dict]) -> str:
                      f"{r['train_seconds']:>8.0f} {r['train_images_per_second']:>8.0f} "
                      f"{r['inference_images_per_second']:>8.0f}")
     return "\n".join(lines)
+
+
+def train_models(base, models: list[str], out: str) -> list[str]:
+    """``compare --train``: train each of ``models`` with the options of ``base`` (a TrainConfig) into
+    OUT/<model>; returns the run folders."""
+    import dataclasses
+
+    from petalnet.train import train
+    os.makedirs(out, exist_ok=True)
+    runs = []
+    for model in models:
+        run = os.path.join(out, model)
+        print(f"training {model} -> {run}")
+        train(dataclasses.replace(base, model=model, out=run))
+        runs.append(run)
+    return runs

@@ -244,3 +244,32 @@ def inference_split(data: str, split: str | None, default_split: str, *, image_s
     ds = TFRecordImages(src.split(name), image_size=src.image_size, labeled=labeled, skip_bad=skip_bad,
                         image_key=image_key, label_key=label_key, id_key=id_key)
     return name, ds
+
+
+def submit(predictors, dataset, output: str, *, probs_path: str | None = None, **predict_kw) -> list[str]:
+    """``petalnet predict --data``: write ``output`` (submission.csv: id,label) and, when asked, the
+    probabilities (``probs_path``, .npz with the ids); returns the ids. The folders are checked before
+    the slow part."""
+    for path in filter(None, (output, probs_path)):
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise PetalnetError(f"{path}: folder {os.path.dirname(os.path.abspath(path))} does not exist")
+    _, ids = dataset.metadata()
+    probs, _ = predict_dataset(predictors, dataset, **predict_kw)
+    if probs_path:
+        with atomic_path(probs_path, ".npz") as tmp:
+            np.savez(tmp, probs=probs.astype(np.float32), ids=np.asarray(ids))
+    write_submission(output, ids, probs.argmax(1))
+    return ids
+
+
+def format_top_k(results, as_json: bool = False) -> tuple[str, list[str]]:
+    """(the answers for ``top_k``'s results, as lines or JSON; one error line per photo that failed)."""
+    import json
+    if as_json:
+        text = json.dumps([{"file": p, "error": str(r)} if isinstance(r, Exception) else
+                           {"file": p, "top": [{"label": c, "name": n, "probability": v} for c, n, v in r]}
+                           for p, r in results], indent=1)
+    else:
+        text = "\n".join(f"{path}: " + ", ".join(f"{n} ({c}) {v:.3f}" for c, n, v in r)
+                         for path, r in results if not isinstance(r, Exception))
+    return text, [str(r) for _, r in results if isinstance(r, Exception)]

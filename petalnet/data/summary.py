@@ -128,3 +128,35 @@ def augment_grid(ds: TFRecordImages, path: str, aug, n: int = 6, copies: int = 3
         grid += [img] + [v[k] for v in views]
         titles += [name] + [f"augmented {c + 1}" for c in range(copies)]
     return image_grid(grid, titles, path, ncols=copies + 1, suptitle=title)
+
+
+def inspect(data, *, image_size: int | None = None, verify_all: bool = False, grid: str | None = None,
+            augment: str | None = None, as_json: bool = False, skip_bad: bool = False, progress=None,
+            **keys) -> tuple[str, bool]:
+    """``petalnet inspect``: (the report, as text or JSON; whether verification found problems).
+    ``keys``: image_key, label_key, id_key."""
+    import json
+
+    from petalnet.data.discovery import discover
+    if augment and not grid:
+        raise PetalnetError("--augment draws into the --grid FILE.png: give both")
+    src = discover(data, image_size)
+    datasets = open_splits(src, skip_bad=skip_bad, use_cache=not verify_all, **keys)
+    summary = summarize(src, datasets)
+    problems = verify(datasets, skip_bad=skip_bad, progress=progress) if verify_all else []
+    if grid:
+        name = next((n for n, d in datasets.items() if d.labeled), next(iter(datasets)))
+        if augment:
+            augment_grid(datasets[name], grid, parse_augment(augment), title=f"{name}: {augment}")
+        else:
+            sample_grid(datasets[name], grid, title=f"{name} ({summary['image_size']} px)")
+    if as_json:
+        return json.dumps({**summary, **({"verified": {"problems": problems}} if verify_all else {})}, indent=1), \
+            bool(problems)
+    lines = [format_summary(src.root, summary)]
+    if verify_all:
+        lines.append(f"verified {sum(len(d) for d in datasets.values())} records: "
+                     + (f"{len(problems)} problem(s)" if problems else "all checksums and images good"))
+    lines += [f"  bad: {p}" for p in problems] + ([f"grid: {grid}"] if grid else [])
+    return "\n".join(lines), bool(problems)
+
