@@ -34,7 +34,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-key", default="class", help="feature holding the int64 label (default: class)")
     p.add_argument("--id-key", default="id", help="feature holding the image id (default: id)")
     p.add_argument("--skip-bad", action="store_true",
-                   help="skip records with bad checksums or truncation (counted in a warning) instead of failing")
+                   help="skip bad records (bad checksums, truncation, missing or mistyped features, classes "
+                        "outside 0..103, corrupt images; counted in a warning) instead of failing")
 
 
 def cmd_inspect(args) -> int:
@@ -275,7 +276,7 @@ def cmd_evaluate(args) -> int:
         raise PetalnetError(f"{args.data}: split '{name}' is unlabelled (no '{args.label_key}' feature): "
                             "evaluate needs labels; use `petalnet predict` for a submission")
     labels, _ = ds.metadata()
-    check_labels(predictors[0].num_classes, labels, f"{args.data} ({name})")
+    check_labels(predictors[0].num_classes, labels, f"{args.data} ({name})", ds)
     out = args.out or (os.path.join(args.model, f"eval-{name}") if os.path.isdir(args.model) else f"eval-{name}")
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         raise PetalnetError(f"{out}: its parent folder does not exist")
