@@ -13,6 +13,9 @@ class DataError(PetalnetError):
         where = f" at byte offset {offset}" if offset is not None else ""
         super().__init__(f"{self.path}{where}: {what}")
 
+    def __reduce__(self):   # pickled from DataLoader worker processes to the main one
+        return type(self), (self.path, self.what, self.offset)
+
 
 class RecordError(DataError):
     """TFRecord framing is broken: bad checksum, truncation, not a TFRecord file."""

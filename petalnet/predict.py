@@ -14,6 +14,7 @@ from petalnet.atomic import atomic_path
 from petalnet.accel import DevicePreprocess, cpu_supports_bf16, keep_freed_memory
 from petalnet.augment import TTA_VIEWS, tta_views
 from petalnet.classes import CLASSES
+from petalnet.data.images import MAX_PIXELS  # serve imports it from here
 from petalnet.data.loader import create_loader
 from petalnet.errors import PetalnetError
 from petalnet.inference import CPUInferenceModel
@@ -133,6 +134,10 @@ def predict_dataset(predictors, dataset, *, batch_size: int = 64, tta: bool | st
     ``workers``: loader processes; None: on a CPU one loader thread of this process (the model needs
     the cores), on a GPU up to 8 processes. ``device``: where the predictors' models are (CPU default)."""
     device = device or torch.device("cpu")
+    if not len(dataset):
+        paths = getattr(dataset, "paths", ["the data"])
+        raise PetalnetError(f"no readable records in {paths[0]}" + (f" and {len(paths) - 1} more file(s)"
+                                                                   if len(paths) > 1 else ""))
     if workers is None and device.type == "cuda":
         workers = min(8, os.cpu_count() or 1)
     loader = create_loader(dataset, batch_size, num_workers=workers or 0, threads=0 if workers else 1,
@@ -146,7 +151,13 @@ def predict_dataset(predictors, dataset, *, batch_size: int = 64, tta: bool | st
     return torch.cat(probs).numpy(), (np.asarray(targets, np.int64) if dataset.labeled else targets)
 
 
-def check_labels(predictor_classes: int, labels: np.ndarray, where: str) -> None:
+def check_labels(predictor_classes: int, labels: np.ndarray, where: str, dataset=None) -> None:
+    """Labels must index the model's classes; ``dataset`` (the TFRecordImages they came from) names the
+    first record outside the competition's classes (a negative class crashed ``bincount``)."""
+    if dataset is not None:
+        dataset.check_labels(labels)
+    if len(labels) and labels.min() < 0:
+        raise PetalnetError(f"{where}: labels go down to {labels.min()}: class indices start at 0")
     if len(labels) and labels.max() >= predictor_classes:
         raise PetalnetError(f"{where}: labels go up to {labels.max()}, but the model has {predictor_classes} "
                             "classes: it was trained for other data")
@@ -175,9 +186,6 @@ def write_submission(path: str, ids: list[str], labels: np.ndarray) -> None:
         w.writerows(zip(ids, (int(v) for v in labels)))
 
 
-MAX_PIXELS = 50_000_000   # a larger image is refused before it is decoded (decompression bombs)
-
-
 def load_photo(source, image_size: int, name: str | None = None, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """A path, file object or bytes of any common image format as a uint8 CHW square (EXIF orientation
     applied, centre-cropped, resized). Raises PetalnetError naming ``name`` (or the path)."""
@@ -186,6 +194,7 @@ def load_photo(source, image_size: int, name: str | None = None, max_pixels: int
 
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from petalnet.data.images import to_rgb
     from petalnet.data.writer import square
     name = name or str(source)
     if isinstance(source, (bytes, bytearray)):
@@ -199,8 +208,7 @@ def load_photo(source, image_size: int, name: str | None = None, max_pixels: int
                 if img.width * img.height > max_pixels:
                     raise PetalnetError(f"{name}: image is {img.width}x{img.height}, over the limit of "
                                         f"{max_pixels:,} pixels")
-                img = ImageOps.exif_transpose(img).convert("RGB")
-                img = square(img, image_size)
+                img = square(to_rgb(ImageOps.exif_transpose(img)), image_size)
     except FileNotFoundError:
         raise PetalnetError(f"{name}: no such file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from petalnet.classes import CLASSES, class_index
+from petalnet.data.images import check_pixels, to_rgb
 from petalnet.data.writer import LayoutWriter, jpeg_bytes, square
 from petalnet.errors import PetalnetError
 
@@ -84,8 +85,10 @@ def stratified_split(items: list[tuple[str, int]], val_fraction: float, seed: in
 def _load(image_dir: str, relpath: str, size: int, quality: int) -> bytes:
     path = os.path.join(image_dir, relpath)
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img).convert("RGB")
+        with Image.open(path) as img:   # lazy: only the header is read until the size passes
+            if (problem := check_pixels(*img.size)) is not None:
+                raise PetalnetError(f"{path}: {problem}")
+            img = to_rgb(ImageOps.exif_transpose(img))
             return jpeg_bytes(square(img, size), quality)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise PetalnetError(f"{path}: cannot read image ({e})") from None

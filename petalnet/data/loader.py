@@ -7,6 +7,8 @@ import os
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from petalnet.errors import PetalnetError
+
 
 class ShardSampler(Sampler[int]):
     """This rank's share of an epoch's (shuffled) order; every rank draws the same permutation.
@@ -82,10 +84,53 @@ def create_loader(dataset, batch_size: int, *, shuffle: bool = False, rank: int 
         return ThreadedLoader(dataset, batch_size, sampler, threads, prefetch=threads * prefetch_factor // 2,
                               drop_last=drop_last, batch_transform=batch_transform, flip=flip, seed=seed,
                               background=background)
-    kwargs = dict(prefetch_factor=prefetch_factor, persistent_workers=persistent_workers) if num_workers else {}
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      collate_fn=fast_collate, pin_memory=pin_memory, drop_last=drop_last,
-                      generator=torch.Generator().manual_seed(seed), **kwargs)
+    if not num_workers:
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=fast_collate,
+                          pin_memory=pin_memory, drop_last=drop_last, generator=torch.Generator().manual_seed(seed))
+    return WorkerLoader(_Guarded(dataset), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                        collate_fn=_guarded_collate, pin_memory=pin_memory, drop_last=drop_last,
+                        generator=torch.Generator().manual_seed(seed), prefetch_factor=prefetch_factor,
+                        persistent_workers=persistent_workers)
+
+
+class _Raised:
+    """A PetalnetError raised in a worker process, carried to the main process in place of its batch."""
+
+    def __init__(self, error: PetalnetError):
+        self.error = error
+
+
+class _Guarded(torch.utils.data.Dataset):
+    """``dataset`` whose bad-input errors come back as ``_Raised`` items instead of being raised in the
+    worker, where torch would wrap them as ``RuntimeError: Caught DataError in DataLoader worker process 0``
+    with the worker's traceback in the message."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.dataset[i]
+        except PetalnetError as e:
+            return _Raised(e)
+
+
+def _guarded_collate(batch):
+    return next((b for b in batch if isinstance(b, _Raised)), None) or fast_collate(batch)
+
+
+class WorkerLoader(DataLoader):
+    """DataLoader over worker processes that raises a worker's PetalnetError in the main process as the
+    same one-line error."""
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            if isinstance(batch, _Raised):
+                raise batch.error
+            yield batch
 
 
 class WithIndex(torch.utils.data.Dataset):

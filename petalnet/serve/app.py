@@ -75,6 +75,50 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+class BodyLimit:
+    """ASGI middleware: stops reading a request body past ``max_bytes`` and answers 413. The
+    Content-Length check cannot see a chunked body, which Starlette's form parser otherwise spooled
+    to disk whole (400 MB in issue 14) before the handler's own check."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        received, over, started = 0, False, False
+
+        async def limited_receive():
+            nonlocal received, over
+            if over:   # whoever asks again gets a disconnect, never more of the body
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    over = True
+                    raise _TooLarge()
+            return message
+
+        async def guarded_send(message):
+            nonlocal started
+            if over:       # whatever the app made of the interrupted body, the client gets the 413
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _TooLarge:
+            pass
+        if over and not started:
+            await _error(413, f"upload is over the limit of {self.max_bytes:,} bytes")(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
 def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_pixels: int = MAX_PIXELS,
                max_batch: int = 16, top_k: int = 5) -> FastAPI:
     batcher = Batcher(predictor, max_batch=max_batch)
@@ -90,6 +134,7 @@ def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_p
 
     app = FastAPI(title="petalnet", description="Names the flower species in a photo.", lifespan=lifespan)
     app.state.batcher = batcher
+    app.add_middleware(BodyLimit, max_bytes=max_bytes + 64 * 1024)   # room for the form fields
 
     @app.middleware("http")
     async def refuse_large_bodies(request: Request, call_next):
