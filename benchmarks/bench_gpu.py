@@ -1,157 +1,291 @@
-"""Issue 5's GPU measurements in one call (about 6 minutes on an H100), one table at the end.
+"""Issue 16's GPU measurements in one command (about 7 minutes on an H100 with 16 cores), one table at the end.
 
-1. petals-mini re-encoded at 224 px (`petalnet convert`), its train files named 20 times (one long epoch);
-2. input pipeline alone: uint8 batches of 256 on the GPU, decoded by 8/16 loader workers (libjpeg-turbo)
-   or by nvJPEG in batches (workers only read and check records);
-3. `bench_train.py` (petalnet train from TFRecords against a bare loop on in-memory tensors, same model,
-   batch, bf16, channels-last) for efficientnet_b0 and tf_efficientnet_lite0, all layers trained, eager,
-   with GPU decode, and compiled; each in its own process so peak GPU memory is its own.
+Parts, in this order (``--only PART``, repeatable, runs a subset):
+  profile   torch.profiler over 20 compiled petalnet training steps (bench_train.py's path): the top
+            ops by self CPU time, where the main thread works or waits. Runs first: its compilation
+            fills the inductor/Triton caches the compiled train run then reuses.
+  train     bench_train.py, efficientnet_b0 224 px bf16 batch 256, all layers, random init: petalnet with
+            the default loader (worker processes) and with the threaded loader decoding into pinned
+            reused buffers, against the bare loop, eager and ``--compile``, each in its own process:
+            img/s, ratios, peak GPU memory.
+  decode    bench_decode.py: 512 -> 256 px input img/s, full decode against reduced-scale decode, all cores.
+  accuracy  petals-mini converted to 224 and 331 px on the device; `petalnet train` with the finetune
+            and the default recipe at each size (recipe defaults, --image-size the data's): val
+            macro-F1, accuracy, minutes; and the recipe `--recipe auto` picks on this device.
 
-4. `predict_dataset` on the GPU (what `petalnet predict --device auto` runs there) for Lite0.
+Every part prints its elapsed seconds; a part (or an accuracy run) is skipped, saying so, when the
+seconds left of ``--budget`` are fewer than it needs. Rows also go to OUT/gpu16.jsonl, the profile to
+OUT/profile.txt, each train run's output to OUT/train-*.log.
 
-usage: python benchmarks/bench_gpu.py [--data PETALS_MINI] [--out DIR] [--skip-compile] [--skip-input]
-                                      [--only compile|predict ...]
-Each line of the table is also appended to OUT/gpu.jsonl. `--only compile` is the call still owed
-(two compilations take minutes: give it a call of its own).
+usage: python benchmarks/bench_gpu.py [--data .data/petals-mini] [--out $OUT] [--only PART ...]
+                                      [--budget 420] [--weights LITE0.pth] [--dry-run]
+--dry-run: on this CPU, resnet10t at 64 px, a few steps, 1 epoch, no compilation unless
+--dry-run-compile: proves every part runs end to end (a couple of minutes on 2 cores).
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import subprocess
 import sys
 import time
 
-import torch
-
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data", "petals-mini")
+ROOT = os.path.dirname(HERE)
+PARTS = ("profile", "train", "decode", "accuracy")
+# seconds each part needs at least to start (H100, 16 cores; measured parts of issue 5's leases and
+# estimates): below that, it is skipped
+NEEDS = {"profile": 90, "train": 150, "decode": 45, "accuracy": 60}
 
 
-def input_rate(files: list[str], decode: str, workers: int, batch: int = 256, seconds: float = 12.0) -> float:
-    """uint8 batches on the GPU per second, after 5 warm-up batches."""
-    from petalnet.accel import decode_on_device
-    from petalnet.data.dataset import TFRecordImages
-    from petalnet.data.loader import create_loader
-
-    ds = TFRecordImages(files, decode=decode == "cpu")
-    loader = create_loader(ds, batch, shuffle=True, num_workers=workers, pin_memory=True, drop_last=True)
-    dev = torch.device("cuda")
-    n, t0 = 0, None
-    for i, (images, _) in enumerate(loader):
-        x = decode_on_device(images, dev) if isinstance(images, list) else images.to(dev, non_blocking=True)
-        if i == 5:
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-        elif i > 5:
-            n += x.shape[0]
-            if time.perf_counter() - t0 > seconds:
-                break
-    torch.cuda.synchronize()
-    return n / (time.perf_counter() - t0)
+def default_data() -> str:
+    for cand in (os.path.join(ROOT, ".data", "petals-mini"),
+                 os.path.join(os.path.dirname(ROOT), "shared", "data", "petals-mini")):
+        if os.path.isdir(cand):
+            return cand
+    return os.path.join(ROOT, ".data", "petals-mini")
 
 
-def predict_rate(files: list[str], model_name: str = "tf_efficientnet_lite0", batch: int = 256) -> float:
-    """images/s of ``predict_dataset`` on the GPU (bf16 autocast, default loader workers, no TTA) over
-    ``files``, after a warm-up pass over the first of them; a random-init model (speed only)."""
-    from petalnet.data.dataset import TFRecordImages
-    from petalnet.models import create_model, normalization
-    from petalnet.predict import Predictor, predict_dataset
+class Clock:
+    def __init__(self, budget: float):
+        self.t0, self.budget = time.perf_counter(), budget
 
-    dev = torch.device("cuda")
-    model, _ = create_model(model_name, 104, pretrained=False)
-    model = model.to(dev, memory_format=torch.channels_last).eval()
-    p = Predictor(model_name, model, 104, 224, *normalization(model), model_name=model_name)
-    predict_dataset([p], TFRecordImages(files[:4], labeled=False), batch_size=batch, tta="none", device=dev)
-    ds = TFRecordImages(files, labeled=False)
-    t = time.perf_counter()
-    probs, _ = predict_dataset([p], ds, batch_size=batch, tta="none", device=dev)
-    return len(probs) / (time.perf_counter() - t)
+    def left(self) -> float:
+        return self.budget - (time.perf_counter() - self.t0)
 
 
-def main() -> None:
+def run(cmd: list[str], log: str, timeout: float, env: dict | None = None) -> tuple[int, str]:
+    """Run ``cmd``, its output to ``log``; (return code or 124 on timeout, output)."""
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=max(timeout, 1), cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                                **(env or {})})
+        code, out = r.returncode, r.stdout + r.stderr
+    except subprocess.TimeoutExpired as e:
+        code = 124
+        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        out += f"\n[timed out after {timeout:.0f}s]"
+    with open(log, "w") as f:
+        f.write(" ".join(cmd) + "\n" + out)
+    return code, out
+
+
+def convert(data: str, size: int, work: str) -> str:
+    """petals-mini at ``size`` px (``petalnet convert``), converted once into ``work``."""
+    dest = os.path.join(work, f"petals-{size}")
+    if not glob.glob(os.path.join(dest, f"tfrecords-jpeg-{size}x{size}", "train", "*.tfrec")):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "petalnet", "convert", data, dest, "--size", str(size), "--force"],
+                       check=True, stdout=subprocess.DEVNULL, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")})
+        print(f"  converted petals-mini to {size} px in {time.perf_counter() - t:.0f}s", flush=True)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--data", default=default_data(), help="petals-mini (default: .data/petals-mini)")
     ap.add_argument("--out", default=os.environ.get("OUT", "gpu-results"))
-    ap.add_argument("--skip-compile", action="store_true")
-    ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--skip-input", action="store_true", help="skip the input-only measurements")
-    ap.add_argument("--only", choices=["compile", "predict"], action="append",
-                    help="run only this measurement (repeatable: --only predict --only compile)")
-    args = ap.parse_args()
-    if args.only:
-        args.skip_input = True
+    ap.add_argument("--work", default="/tmp/petalnet-gpu16", help="converted records")
+    ap.add_argument("--only", choices=PARTS, action="append", help="run only this part (repeatable)")
+    ap.add_argument("--budget", type=float, help="seconds for the whole run (default 420; 900 for --dry-run)")
+    ap.add_argument("--weights", help="Lite0 weights for the accuracy part (default: the packaged copy, or "
+                                      ".data/efficientnet-lite0-*.pth)")
+    ap.add_argument("--threads", type=int, help="threads of the threaded loader (default: petalnet's workers)")
+    ap.add_argument("--dry-run", action="store_true", help="tiny CPU run of every part")
+    ap.add_argument("--dry-run-compile", action="store_true", help="--dry-run with torch.compile too (slow here)")
+    args = ap.parse_args(argv)
+    dry = args.dry_run or args.dry_run_compile
+    args.budget = args.budget or (900 if dry else 420)
+    parts = [p for p in PARTS if not args.only or p in args.only]
     os.makedirs(args.out, exist_ok=True)
-    jsonl = os.path.join(args.out, "gpu.jsonl")
+    os.makedirs(args.work, exist_ok=True)
+    jsonl = os.path.join(args.out, "gpu16.jsonl")
+    first_line = _count_lines(jsonl)   # the table shows this run's rows only
+    clock = Clock(args.budget)
+    import torch
     import timm
     import torchvision
+    gpu = torch.cuda.is_available()
+    if not gpu and not dry:
+        print("bench_gpu: error: no CUDA device (use --dry-run on a CPU)", file=sys.stderr)
+        return 1
+    device_name = torch.cuda.get_device_name() if gpu else "CPU (dry run)"
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, timm {timm.__version__}, "
-          f"{torch.cuda.get_device_name()}, {os.cpu_count()} CPUs", flush=True)
+          f"{device_name}, {os.cpu_count()} CPUs; parts: {', '.join(parts)}; budget {args.budget:.0f}s", flush=True)
+    # compilation caches shared by the processes below (the profile's compile serves the train run)
+    cache_env = {"TORCHINDUCTOR_CACHE_DIR": os.path.join(args.work, "inductor"),
+                 "TRITON_CACHE_DIR": os.path.join(args.work, "triton"),
+                 "TORCHINDUCTOR_FX_GRAPH_CACHE": "1", "TORCHINDUCTOR_AUTOGRAD_CACHE": "1"}
+    if dry:
+        model, size, batch, steps, repeat = "resnet10t", 64, 16, 16, 2
+        common = ["--model", model, "--image-size", str(size), "--batch", str(batch), "--fine-tune",
+                  "--no-pretrained", "--repeats", "1", "--precision", "32", "--workers", "1"]
+    else:
+        model, size, batch, steps, repeat = "efficientnet_b0", 224, 256, 100, 12
+        common = ["--model", model, "--image-size", str(size), "--batch", str(batch), "--fine-tune",
+                  "--no-pretrained", "--repeats", "1", "--precision", "bf16-mixed"]
+    if args.threads:
+        common += ["--threads", str(args.threads)]
+    compile_too = not dry or args.dry_run_compile
+    elapsed: dict[str, str] = {}
 
-    t = time.perf_counter()
-    data224 = "/tmp/petals-224"
-    subprocess.run([sys.executable, "-m", "petalnet", "convert", args.data, data224, "--size", "224", "--force"],
-                   check=True, stdout=subprocess.DEVNULL)
-    train_dir = os.path.join(data224, "tfrecords-jpeg-224x224", "train")
-    files = sorted(os.path.join(train_dir, f) for f in os.listdir(train_dir))
-    print(f"converted to 224 px in {time.perf_counter() - t:.0f}s", flush=True)
-
-    rows = []
-    for decode, workers in () if args.skip_input else (("cpu", 8), ("cpu", 16), ("gpu", 4)):
-        rate = input_rate(files * 10, decode, workers)
-        rows.append({"what": f"input only, decode {decode}, {workers} workers", "img_s": rate})
-        print(rows[-1], flush=True)
+    def add(row: dict) -> None:
         with open(jsonl, "a") as f:
-            f.write(json.dumps(rows[-1]) + "\n")
+            f.write(json.dumps({**row, "device_name": device_name}) + "\n")
 
-    if args.only is None or "predict" in args.only:
-        rate = predict_rate(files * 4)
-        rows.append({"what": f"predict_dataset, tf_efficientnet_lite0 224 px bf16 b256, {len(files) * 4} "
-                             "files' images, default loader workers", "img_s": rate})
-        print(rows[-1], flush=True)
+    bench_train = [sys.executable, os.path.join(HERE, "bench_train.py")]
+    train_data = None
+    if {"profile", "train"} & set(parts):
+        train_data = convert(args.data, size, args.work)
 
-    common = ["--image-size", "224", "--batch", "256", "--fine-tune", "--no-pretrained", "--repeat-data", "20",
-              "--repeats", "1", "--precision", "bf16-mixed", "--data", data224, "--json", jsonl]
-    runs = [["--model", "efficientnet_b0"],
-            ["--model", "efficientnet_b0", "--decode", "gpu"],
-            ["--model", "tf_efficientnet_lite0"]] if args.only is None else []
-    if not args.skip_compile and (args.only is None or "compile" in args.only):
-        runs += [["--model", "efficientnet_b0", "--compile"]]
-    for extra in runs:
-        t = time.perf_counter()
-        compiled = "--compile" in extra
-        try:
-            r = subprocess.run([sys.executable, os.path.join(HERE, "bench_train.py"), *common, *extra,
-                                "--steps", str(args.steps + (60 if compiled else 0))], capture_output=True, text=True,
-                               timeout=380 if compiled else 150,
-                               env={**os.environ, **({"TORCH_LOGS": "recompiles"} if compiled else {})})
-        except subprocess.TimeoutExpired:
-            print(" ".join(extra), "timed out", flush=True)
+    for part in parts:
+        left = clock.left()
+        if left < NEEDS[part] * (0.1 if dry else 1):
+            print(f"[{part}] skipped: {left:.0f}s of the budget left, it needs ~{NEEDS[part]}s "
+                  f"(rerun with --only {part})", flush=True)
+            elapsed[part] = "skipped"
             continue
-        print(" ".join(extra), f"({time.perf_counter() - t:.0f}s):", (r.stdout.strip().splitlines() or ["?"])[-1],
-              flush=True)
-        recompiles = [line for line in r.stderr.splitlines() if "Recompiling" in line]
-        if recompiles:
-            print(f"  {len(recompiles)} recompilations, first: {recompiles[0][:300]}", flush=True)
-        if r.returncode:
-            print(r.stderr[-2000:], flush=True)
+        t = time.perf_counter()
+        print(f"[{part}] ...", flush=True)
+        if part == "profile":
+            cmd = bench_train + common + ["--data", train_data, "--repeat-data", str(repeat),
+                                          "--profile-steps", "4" if dry else "20"]
+            cmd += ["--compile"] if compile_too else []
+            code, out = run(cmd, os.path.join(args.out, "profile.txt"), clock.left() - 5, cache_env)
+            start = out.find("profile:")
+            print(out[start:] if start >= 0 else out[-3000:], flush=True)
+            add({"part": "profile", "ok": code == 0 and start >= 0})
+        elif part == "train":
+            for compiled in ([False, True] if compile_too else [False]):
+                name = "compiled" if compiled else "eager"
+                cmd = bench_train + common + ["--data", train_data, "--repeat-data", str(repeat), "--steps",
+                                              str(steps), "--loaders", "default,threads", "--json", jsonl]
+                cmd += ["--compile"] if compiled else []
+                t1 = time.perf_counter()
+                code, out = run(cmd, os.path.join(args.out, f"train-{name}.log"), min(clock.left() - 5, 300),
+                                {**cache_env, **({"TORCH_LOGS": "recompiles"} if compiled else {})})
+                tail = [line for line in out.splitlines() if line.startswith(("petalnet train", "  threads loader"))]
+                print(f"  {name} ({time.perf_counter() - t1:.0f}s, exit {code}):", *tail, sep="\n    ", flush=True)
+                recompiles = [line for line in out.splitlines() if "Recompiling" in line]
+                if recompiles:
+                    print(f"  {len(recompiles)} recompilations, first: {recompiles[0][:300]}", flush=True)
+                if code:
+                    print(out[-2000:], flush=True)
+        elif part == "decode":
+            cmd = [sys.executable, os.path.join(HERE, "bench_decode.py"), "--data", args.data,
+                   "--work", os.path.join(args.work, "petals-512"), "--json", jsonl]
+            cmd += ["--size", "32", "--batch", "16", "--seconds", "1", "--repeat-files", "1"] if dry else \
+                ["--size", "256", "--batch", "256", "--seconds", "4"]
+            code, out = run(cmd, os.path.join(args.out, "decode.log"), clock.left() - 5)
+            print("\n".join(line for line in out.splitlines() if line.startswith(("  ", "converted"))), flush=True)
+            if code:
+                print(out[-2000:], flush=True)
+        elif part == "accuracy":
+            accuracy(args, dry, clock, add, device_name)
+        elapsed[part] = f"{time.perf_counter() - t:.0f}s"
+        print(f"[{part}] {elapsed[part]}", flush=True)
 
-    print("\n| what | petalnet img/s | bare img/s | ratio | peak GPU MiB (petalnet / bare) |")
-    print("| --- | --- | --- | --- | --- |")
-    for row in rows:
-        print(f"| {row['what']} | {row['img_s']:.0f} | | | |")
-    if not os.path.exists(jsonl):
+    table(jsonl, first_line, elapsed, device_name, clock)
+    return 0
+
+
+def accuracy(args, dry: bool, clock: Clock, add, device_name: str) -> None:
+    from petalnet.models import packaged_weights_file
+    from petalnet.recipes import RECIPES, resolve_recipe
+
+    device_type = "cuda" if not dry else "cpu"
+    chosen, reason = resolve_recipe("auto", device_type)
+    print(f"  `petalnet train` without --recipe here (--recipe auto): {reason}", flush=True)
+    add({"part": "auto_recipe", "device_type": device_type, "recipe": chosen})
+    weights = args.weights or packaged_weights_file("tf_efficientnet_lite0") or \
+        next(iter(sorted(glob.glob(os.path.join(ROOT, ".data", "efficientnet-lite0-*.pth")))), None)
+    extra = []
+    if dry:
+        extra = ["--model", "resnet10t", "--no-pretrained", "--epochs", "1", "--precision", "32", "--batch-size", "64"]
+    elif weights is None:
+        print("  accuracy skipped: no pretrained Lite0 weights on this machine (pass --weights FILE or put "
+              "efficientnet-lite0-*.pth in .data/)", flush=True)
         return
-    with open(jsonl) as f:
-        for line in f:
-            r = json.loads(line)
-            if "petalnet" in r:
-                what = f"{r['model']} {r['image_size']}px b{r['batch']} {r['precision']}, decode {r['decode']}" + \
-                       (", compiled" if r["compile"] else "")
-                print(f"| {what} | {r['petalnet']:.0f} | {r['bare']:.0f} | {r['ratio']:.3f} | "
-                      f"{r.get('peak_gpu_mib_petalnet', 0):.0f} / {r.get('peak_gpu_mib_bare', 0):.0f} |")
+    elif not packaged_weights_file("tf_efficientnet_lite0"):
+        extra = ["--weights", weights]
+    sizes = (32, 48) if dry else (224, 331)
+    # the finetune recipe trains every layer for 12 epochs: at 331 px ~2.2x the pixels of 224
+    need = {"finetune": 60, "default": 40} if not dry else {"finetune": 5, "default": 5}
+    for size in sizes:
+        data = convert(args.data, size, args.work)
+        for recipe in ("finetune", "default"):
+            if recipe not in RECIPES:
+                continue
+            if clock.left() < need[recipe] * (size / 224) ** 2:
+                print(f"  {recipe} at {size} px skipped: {clock.left():.0f}s left (rerun with --only accuracy)",
+                      flush=True)
+                continue
+            out_dir = os.path.join(args.work, "runs", f"{recipe}-{size}")
+            cmd = [sys.executable, "-m", "petalnet", "train", "--recipe", recipe, "--data", data, "--out", out_dir,
+                   "--image-size", str(size), "--force", "--quiet", *extra]
+            t = time.perf_counter()
+            code, out = run(cmd, os.path.join(args.out, f"accuracy-{recipe}-{size}.log"), clock.left() - 5)
+            minutes = (time.perf_counter() - t) / 60
+            summary = os.path.join(out_dir, "summary.json")
+            if code or not os.path.exists(summary):
+                print(f"  {recipe} at {size} px failed (exit {code}):\n{out[-1500:]}", flush=True)
+                continue
+            with open(summary) as f:
+                s = json.load(f)
+            row = {"part": "accuracy", "recipe": recipe, "image_size": size, "model": s["model"],
+                   "val_macro_f1": s["best_val_macro_f1"], "val_accuracy": s["best_val_accuracy"],
+                   "best_epoch": s["best_epoch"], "epochs": s["epochs"], "minutes": minutes,
+                   "train_minutes": s["train_seconds"] / 60, "weights": s.get("weights")}
+            add(row)
+            print(f"  {recipe} at {size} px: val macro-F1 {row['val_macro_f1']:.4f}, accuracy "
+                  f"{row['val_accuracy']:.4f}, {minutes:.1f} min", flush=True)
+
+
+def _count_lines(path: str) -> int:
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return sum(1 for _ in f)
+
+
+def table(jsonl: str, first_line: int, elapsed: dict, device_name: str, clock: Clock) -> None:
+    """The one table: every row this run wrote to ``jsonl`` (the train and decode rows come from there)."""
+    runs = []
+    if os.path.exists(jsonl):
+        with open(jsonl) as f:
+            runs = [json.loads(line) for line in f][first_line:]
+    print(f"\n## {device_name}, {os.cpu_count()} CPUs, {clock.budget - clock.left():.0f}s; "
+          + ", ".join(f"{k} {v}" for k, v in elapsed.items()))
+    print("| part | what | petalnet / full | bare / reduced | ratio / speed-up | peak GPU MiB (petalnet / bare) "
+          "| F1 | accuracy | minutes |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in runs:
+        if "petalnet" in r:   # a bench_train row
+            what = f"{r['model']} {r['image_size']}px b{r['batch']} {r['precision']}" + \
+                   (", compiled" if r["compile"] else ", eager")
+            mem = f"{r.get('peak_gpu_mib_petalnet', 0):.0f} / {r.get('peak_gpu_mib_bare', 0):.0f}"
+            print(f"| train | {what}, {r.get('loader', 'default')} loader | {r['petalnet']:.0f} | {r['bare']:.0f} "
+                  f"| {r['ratio']:.3f} | {mem} | | | |")
+            for k in [k[len("petalnet_"):] for k in r if k.startswith("petalnet_")]:
+                mem_k = f"{r.get('peak_gpu_mib_petalnet ' + k, 0):.0f} / {r.get('peak_gpu_mib_bare', 0):.0f}"
+                print(f"| train | {what}, {k} loader | {r['petalnet_' + k]:.0f} | {r['bare']:.0f} "
+                      f"| {r['ratio_' + k]:.3f} | {mem_k} | | | |")
+        elif "full_img_s" in r:   # a bench_decode row
+            print(f"| decode | 512 -> {r['size']} px, {r['what']} | {r['full_img_s']:.0f} | {r['reduced_img_s']:.0f} "
+                  f"| {r['speedup']:.2f} | | | | |")
+        elif r.get("part") == "accuracy":
+            print(f"| accuracy | `--recipe {r['recipe']}`, {r['model']} at {r['image_size']} px "
+                  f"(best epoch {r['best_epoch']}/{r['epochs']}) | | | | | {r['val_macro_f1']:.4f} "
+                  f"| {r['val_accuracy']:.4f} | {r['minutes']:.1f} |")
+        elif r.get("part") == "auto_recipe":
+            print(f"| accuracy | `petalnet train` (--recipe auto) on {r['device_type']} picks `{r['recipe']}` "
+                  f"| | | | | | | |")
+        elif r.get("part") == "profile":
+            print(f"| profile | {'written to profile.txt' if r['ok'] else 'FAILED: see profile.txt'} | | | | | | | |")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

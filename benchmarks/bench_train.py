@@ -9,6 +9,11 @@ the loop's own overhead.
 usage: python benchmarks/bench_train.py [--model tf_efficientnet_lite0] [--image-size 192] [--batch 32]
        [--steps 80] [--repeats 3] [--fine-tune] [--precision auto] [--workers 2] [--data DIR]
        [--repeat-data N] [--no-pretrained] [--compile] [--decode gpu] [--cache] [--json FILE]
+       [--loaders default,threads] [--threads N] [--profile-steps N]
+--loaders threads: petalnet's loader is the ThreadedLoader with pinned reused buffers (``create_loader``
+with threads and pin_memory) in place of the DataLoader's worker processes; several loaders: one
+petalnet loop each, the same bare loop, in one process. --profile-steps N: only the petalnet loop, under
+torch.profiler for N steps after the warm-up (compilation included), then the top host-side ops.
 On a GPU, e.g.: --model efficientnet_b0 --image-size 224 --batch 256 --fine-tune --no-pretrained
 --repeat-data 10 --steps 120 --repeats 1 (the train split's files named 10 times, so one epoch is long).
 """
@@ -78,7 +83,27 @@ def train_data(args):
     return files * args.repeat_data
 
 
-def petalnet_loop(args) -> float:
+def use_loader(kind: str, threads: int | None) -> None:
+    """Make ``petalnet train`` build its loaders as ``kind`` says: 'default' (its own choice) or 'threads'
+    (where it asks for worker processes: that many threads, or ``threads``, decoding into reused pinned
+    buffers; at normal priority, the cores being many). Patched here until train has an option."""
+    import petalnet.train as petalnet_train
+    from petalnet.data import loader
+
+    def create(dataset, batch_size, **kw):
+        if kind == "threads" and kw.get("num_workers"):
+            kw.update(threads=threads or kw["num_workers"], num_workers=0, pin_memory=True, background=False)
+        made = loader.create_loader(dataset, batch_size, **kw)
+        if kind == "threads" and not getattr(create, "said", False):
+            create.said = True
+            print(f"  threads loader: {type(made).__name__}, {kw.get('threads')} threads, reused buffers "
+                  f"{getattr(made, 'reuse', False)}, pinned {getattr(made, 'pin', False)}", flush=True)
+        return made
+    petalnet_train.create_loader = create
+
+
+def petalnet_loop(args, loader_kind: str = "default") -> float:
+    use_loader(loader_kind, args.threads)
     with tempfile.TemporaryDirectory() as out:
         result = train(TrainConfig(data=train_data(args), out=os.path.join(out, "run"), model=args.model,
                                    image_size=args.image_size, batch_size=args.batch, epochs=100,
@@ -109,7 +134,13 @@ def main() -> None:
                          "its steps then read no images; without it, the loop under test reads real data")
     ap.add_argument("--decode", default="cpu", choices=["cpu", "gpu"], help="petalnet's JPEG decode (default: cpu)")
     ap.add_argument("--json", metavar="FILE", help="append the result as one JSON line")
+    ap.add_argument("--loaders", default="default", help="petalnet loops to run: default, threads (comma list)")
+    ap.add_argument("--threads", type=int, help="ThreadedLoader threads (default: the workers petalnet would start)")
+    ap.add_argument("--profile-steps", type=int, default=0, help="profile N steps of the petalnet loop instead")
+    ap.add_argument("--profile-rows", type=int, default=25)
     args = ap.parse_args()
+    if args.profile_steps:
+        return profile(args)
     precision = resolve_precision(args.precision, "auto")
     device = make_fabric(precision=args.precision).device
     if device.type == "cpu":   # what petalnet train sets on CPU, here for every loop (benchmarks/bench_allocator.py)
@@ -119,8 +150,12 @@ def main() -> None:
           f"{', compiled' if args.compile else ''}, decode on {args.decode}")
     # petalnet trains a frozen backbone on CPU from a prepared copy: a third loop does that arithmetic bare
     frozen_prepared = device.type == "cpu" and not args.fine_tune and not args.compile
+    kinds = args.loaders.split(",")
     ours, bare, bare_prepared, peak = [], [], [], {}
-    loops = [("petalnet", lambda: petalnet_loop(args), ours), ("bare", lambda: bare_loop(args, precision), bare)]
+    others = {k: [] for k in kinds[1:]}   # petalnet with the other loaders
+    loops = [("petalnet", lambda: petalnet_loop(args, kinds[0]), ours)]
+    loops += [(f"petalnet {k}", lambda k=k: petalnet_loop(args, k), others[k]) for k in kinds[1:]]
+    loops += [("bare", lambda: bare_loop(args, precision), bare)]
     if frozen_prepared:
         loops.append(("bare prepared", lambda: bare_loop(args, precision, prepared=True), bare_prepared))
     for r in range(args.repeats):   # alternate, so drifts of a shared machine hit all alike
@@ -131,11 +166,16 @@ def main() -> None:
             rates.append(run())
             if device.type == "cuda":
                 peak[name] = max(peak.get(name, 0), torch.cuda.max_memory_allocated() / 2**20)
-        print(f"  repeat {r + 1}: petalnet {ours[-1]:.1f} img/s, bare {bare[-1]:.1f} img/s"
+        print(f"  repeat {r + 1}: petalnet ({kinds[0]} loader) {ours[-1]:.1f} img/s, "
+              + "".join(f"petalnet ({k} loader) {v[-1]:.1f} img/s, " for k, v in others.items())
+              + f"bare {bare[-1]:.1f} img/s"
               + (f", bare on the prepared backbone {bare_prepared[-1]:.1f} img/s" if frozen_prepared else ""))
     o, b = statistics.median(ours), statistics.median(bare)
     print(f"petalnet train {o:.1f} img/s, bare PyTorch loop {b:.1f} img/s, ratio {o / b:.3f} (medians of {args.repeats})"
           + "".join(f", peak GPU memory {k} {v:.0f} MiB" for k, v in peak.items()))
+    for k, v in others.items():
+        print(f"petalnet train with the {k} loader {statistics.median(v):.1f} img/s, ratio "
+              f"{statistics.median(v) / b:.3f}")
     if frozen_prepared:
         bp = statistics.median(bare_prepared)
         print(f"loop overhead: the bare loop on petalnet's prepared frozen backbone {bp:.1f} img/s, "
@@ -143,13 +183,38 @@ def main() -> None:
     if args.json:
         row = {"model": args.model, "image_size": args.image_size, "batch": args.batch, "precision": precision,
                "compile": args.compile, "decode": args.decode, "fine_tune": args.fine_tune, "petalnet": o,
-               "bare": b, "ratio": o / b, "device": str(device)}
+               "bare": b, "ratio": o / b, "device": str(device), "loader": kinds[0]}
+        for k, v in others.items():
+            row.update({f"petalnet_{k}": statistics.median(v), f"ratio_{k}": statistics.median(v) / b})
         if frozen_prepared:
             row.update(bare_prepared=statistics.median(bare_prepared),
                        overhead_ratio=o / statistics.median(bare_prepared))
         row.update({f"peak_gpu_mib_{k}": v for k, v in peak.items()})
         with open(args.json, "a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+def profile(args) -> None:
+    """torch.profiler over ``--profile-steps`` petalnet steps after ``STEADY`` warm-up steps (compilation
+    included): the top ops by self CPU time, i.e. where the main thread spends or waits (cudaStreamSynchronize,
+    aten::item, aten::_local_scalar_dense are host syncs; pin_memory, DataLoader iteration, to/copy_ host
+    work)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    from torch.profiler import ProfilerActivity, profile as torch_profile, schedule
+
+    warm = 12 if args.compile else 5
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    args.steps = warm + 2 + args.profile_steps + 1
+    with torch_profile(activities=acts, schedule=schedule(wait=warm, warmup=2, active=args.profile_steps)) as prof:
+        handle = register_optimizer_step_post_hook(lambda *a: prof.step())   # one profiler step per training step
+        try:
+            petalnet_loop(args, args.loaders.split(",")[0])
+        finally:
+            handle.remove()
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile_rows, max_name_column_width=48)
+    print(f"profile: {args.profile_steps} steps of petalnet train ({args.loaders.split(',')[0]} loader"
+          f"{', compiled' if args.compile else ''}), ops by self CPU time (the main thread and the loader's threads):")
+    print(table)
 
 
 if __name__ == "__main__":

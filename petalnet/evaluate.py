@@ -27,7 +27,7 @@ def evaluate_split(predictors, ds, split: str, out: str, *, data: str, label_key
         raise PetalnetError(f"{data}: split '{split}' is unlabelled (no '{label_key}' feature): "
                             "evaluate needs labels; use `petalnet predict` for a submission")
     labels, _ = ds.metadata()
-    check_labels(predictors[0].num_classes, labels, f"{data} ({split})")
+    check_labels(predictors[0].num_classes, labels, f"{data} ({split})", ds)
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         raise PetalnetError(f"{out}: its parent folder does not exist")
     probs, targets = predict_dataset(predictors, ds, **predict_kw)

@@ -22,7 +22,8 @@ def data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-key", default="class", help="feature holding the int64 label (default: class)")
     p.add_argument("--id-key", default="id", help="feature holding the image id (default: id)")
     p.add_argument("--skip-bad", action="store_true",
-                   help="skip records with bad checksums or truncation (counted in a warning) instead of failing")
+                   help="skip bad records (bad checksums, truncation, missing or mistyped features, classes "
+                        "outside 0..103, corrupt images; counted in a warning) instead of failing")
 
 
 def train_args(p: argparse.ArgumentParser, exclude_groups=()) -> None:

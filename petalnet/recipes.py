@@ -48,3 +48,27 @@ def recipe_config(name: str, **overrides):
     if "freeze_backbone" in overrides and "unfreeze_from" not in overrides:
         overrides["unfreeze_from"] = None
     return TrainConfig(**{**RECIPES[name], **overrides, "recipe": name})
+
+
+# The recipe `--recipe auto` (the future default) picks per accelerator. One dict, set from measurements:
+# on CPU the default recipe (benchmarks/RESULTS.md, accuracy section: the best found for ~10 minutes
+# on 2 cores); on GPUs and TPUs the accelerator recipe, until the GPU accuracy table (issue 16,
+# benchmarks/bench_gpu.py --only accuracy) says otherwise.
+AUTO_RECIPES: dict[str, str] = {"cpu": "default", "cuda": "finetune", "tpu": "finetune", "mps": "default"}
+
+
+def resolve_recipe(name: str | None, device_type: str) -> tuple[str, str]:
+    """(recipe name, reason to print) for ``--recipe NAME`` on a ``device_type`` device ('cpu', 'cuda',
+    'tpu', 'mps'; Fabric's ``device.type``; 'gpu' is read as 'cuda'). ``auto`` (or None) picks from
+    ``AUTO_RECIPES``; any other name is checked and kept."""
+    if name not in (None, "auto"):
+        if name not in RECIPES:
+            raise PetalnetError(f"--recipe {name}: choose auto or one of {', '.join(RECIPES)}")
+        return name, f"recipe {name} (as asked)"
+    kind = {"gpu": "cuda", "xla": "tpu"}.get(device_type, device_type)
+    if kind not in AUTO_RECIPES:
+        raise PetalnetError(f"--recipe auto: no recipe chosen for a {device_type} device; name one with --recipe "
+                            f"({', '.join(RECIPES)})")
+    chosen = AUTO_RECIPES[kind]
+    where = {"cpu": "a CPU", "cuda": "a GPU", "tpu": "a TPU", "mps": "an Apple GPU (MPS)"}.get(kind, kind)
+    return chosen, f"recipe {chosen}: the one for {where} (--recipe auto; --recipe NAME for another)"

@@ -41,6 +41,21 @@ except ImportError:  # pragma: no cover - a dependency; the torchvision path sti
     simplejpeg = None
 
 
+def scaled_size(height: int, width: int, target: int | None) -> tuple[int, int] | None:
+    """(height, width) a JPEG decodes to at reduced scale for a later resize to ``target``, or None for
+    a full decode. libjpeg-turbo scales inside the inverse DCT by k/8 (here k = 1..4, factors >= 2, the
+    cheap ones); the smallest such k whose output is still >= target on both sides, output sides
+    ceil(side * k / 8), as simplejpeg's ``min_height``/``min_width``/``min_factor=2`` choose. Only when
+    the target is at most half the stored size: a full decode is otherwise as cheap as any."""
+    if not target or 2 * target > min(height, width):
+        return None
+    for k in (1, 2, 3, 4):
+        h, w = -(-height * k // 8), -(-width * k // 8)
+        if h >= target and w >= target:
+            return h, w
+    return None  # pragma: no cover - k = 4 always qualifies under the guard above
+
+
 def _clean(err: Exception) -> str:
     # torchvision prefixes its messages with "func, /path/file.cpp:LINE, "
     return re.sub(r"^.*?\.cpp:\d+, ", "", str(err)).strip()
@@ -57,12 +72,16 @@ class TFRecordImages(torch.utils.data.Dataset):
     with the wrong type, have a class outside 0..``num_classes``-1 or an image that does not decode.
     decode: False hands out the encoded JPEG bytes as a 1-D uint8 tensor, for a batched decode on
     the GPU (nvJPEG, ``DevicePreprocess``); size checks then happen there.
+    decode_size: the size the images are resized to afterwards (on the device). Where it is at most
+    half the stored size, JPEGs are decoded at reduced scale (``scaled_size``: 512 -> 256 for 224 or
+    256) and the device resizes the rest; images then come out at that reduced size, the same for
+    every image of one stored size. ``image_size`` is still checked against the stored size.
     """
 
     def __init__(self, paths: list[str], *, image_size: int | None = None, labeled: bool | None = None,
                  image_key: str = "image", label_key: str = "class", id_key: str = "id",
                  transform=None, skip_bad: bool = False, use_cache: bool = True, decode: bool = True,
-                 num_classes: int = len(CLASSES)):
+                 num_classes: int = len(CLASSES), decode_size: int | None = None):
         if not paths:
             raise DataError("<dataset>", "no record files given")
         self.paths = [str(p) for p in paths]
@@ -82,6 +101,7 @@ class TFRecordImages(torch.utils.data.Dataset):
         self.ends = np.cumsum([len(r) for r in self.readers]).tolist()
         self.keep: np.ndarray | None = None   # the records kept by skip_bad's screening, when it drops any
         self.image_size, self.transform, self.decode = image_size, transform, decode
+        self.decode_size = decode_size
         self.image_key, self.label_key, self.id_key = image_key, label_key, id_key
         if labeled is None:
             labeled = len(self) > 0 and label_key in self._first_keys(skip_bad)
@@ -196,9 +216,14 @@ class TFRecordImages(torch.utils.data.Dataset):
     def load(self, i: int) -> tuple[torch.Tensor, dict]:
         """Decoded, size-checked image of record ``i`` and its parsed features (before ``transform``)."""
         feats = self.read(i)
-        self.check_header(i, feats)
+        w, h = self.check_header(i, feats)
+        data = feats[self.image_key]
+        if self.decode_size and simplejpeg is not None and data[:2] == b"\xff\xd8":
+            scaled = scaled_size(h, w, self.decode_size)
+            if scaled:
+                return torch.from_numpy(self._decode_jpeg(i, feats, scaled)).permute(2, 0, 1), feats
         try:
-            img = decode(feats[self.image_key])
+            img = decode(data)
         except RuntimeError as e:
             raise self.error(i, f"corrupt image ({_clean(e)})", feats[self.id_key]) from None
         if self.image_size and img.shape[-2:] != (self.image_size, self.image_size):
@@ -217,43 +242,69 @@ class TFRecordImages(torch.utils.data.Dataset):
             img = self.transform(img)
         return img, (int(feats[self.label_key]) if self.labeled else feats[self.id_key].decode())
 
-    def load_batch(self, indices: list[int], flips: list[bool] | None = None
+    def _decode_jpeg(self, i: int, feats: dict, scaled: tuple[int, int] | None, buffer=None) -> np.ndarray:
+        """simplejpeg decode of record ``i``'s JPEG, at ``scaled`` size (reduced scale) or full size."""
+        kw = dict(min_height=scaled[0], min_width=scaled[1], min_factor=2) if scaled else {}
+        try:
+            img = simplejpeg.decode_jpeg(feats[self.image_key], colorspace="RGB", buffer=buffer, **kw)
+        except ValueError as e:
+            raise self.error(i, f"corrupt image ({e})", feats[self.id_key]) from None
+        if scaled and img.shape[:2] != scaled:   # libjpeg-turbo chose another scale: not the batch's shape
+            raise self.error(i, f"decoded at reduced scale to {img.shape[1]}x{img.shape[0]}, expected "
+                                f"{scaled[1]}x{scaled[0]}", feats[self.id_key])
+        return img
+
+    def output_size(self, i: int = 0) -> tuple[int, int]:
+        """(height, width) record ``i``'s image has as ``load_batch`` hands it out (reduced-scale decoding
+        included), from the JPEG header alone: the shape of preallocated batch buffers."""
+        feats = self.read(i)
+        if simplejpeg is not None and feats[self.image_key][:2] == b"\xff\xd8":
+            w, h = self.check_header(i, feats)
+            return scaled_size(h, w, self.decode_size) or (h, w)
+        return tuple(self.load(i)[0].shape[-2:])
+
+    def load_batch(self, indices: list[int], flips: list[bool] | None = None, out: np.ndarray | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor | list[str]]:
-        """(uint8 batch (B, 3, S, S) in channels-last memory, labels or ids) of records ``indices``.
+        """(uint8 batch (B, 3, H, W) in channels-last memory, labels or ids) of records ``indices``.
 
         JPEGs are decoded straight into the batch (simplejpeg: no per-image tensor, no stack copy, GIL
         released), so several threads build batches in parallel; channels-last is also the layout the
         models run in. ``flips[k]`` mirrors image k in place. Other formats go through ``load``.
-        ``transform`` is not applied here.
+        ``transform`` is not applied here. ``decode_size``: reduced-scale decoding (``scaled_size``).
+        ``out``: a (>= B, H, W, 3) uint8 array to decode into (e.g. a view of a pinned buffer); the
+        images must then have that size.
         """
-        out, targets = None, []
+        buf, ref, targets = None, None, []   # ref: the stored (h, w) every image of the batch must have
         for k, i in enumerate(indices):
             feats = self.read(i)
             data = feats[self.image_key]
             if simplejpeg is not None and data[:2] == b"\xff\xd8":
                 w, h = self.check_header(i, feats)
-                size = self.image_size or (out.shape[1] if out is not None else h)
-                if (h, w) != (size, size):
-                    raise self.error(i, f"image is {w}x{h}, expected {size}x{size}", feats[self.id_key])
-                if out is None:
-                    out = np.empty((len(indices), size, size, 3), np.uint8)
-                try:
-                    simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out[k])
-                except ValueError as e:
-                    raise self.error(i, f"corrupt image ({e})", feats[self.id_key]) from None
+                ref = ref or ((self.image_size, self.image_size) if self.image_size else (h, w))
+                if (h, w) != ref:
+                    raise self.error(i, f"image is {w}x{h}, expected {ref[1]}x{ref[0]}", feats[self.id_key])
+                scaled = scaled_size(h, w, self.decode_size)
+                size = scaled or (h, w)
+                if buf is None:
+                    buf = np.empty((len(indices), *size, 3), np.uint8) if out is None else out[:len(indices)]
+                if buf.shape[1:3] != size:
+                    raise self.error(i, f"image decodes to {size[1]}x{size[0]}, the batch buffer holds "
+                                        f"{buf.shape[2]}x{buf.shape[1]}", feats[self.id_key])
+                self._decode_jpeg(i, feats, scaled, buffer=buf[k])
             else:
                 img, _ = self.load(i)
-                if out is None:
-                    out = np.empty((len(indices), img.shape[1], img.shape[2], 3), np.uint8)
-                elif img.shape[1:] != out.shape[1:3]:
+                if buf is None:
+                    buf = np.empty((len(indices), img.shape[1], img.shape[2], 3), np.uint8) if out is None \
+                        else out[:len(indices)]
+                if img.shape[1:] != buf.shape[1:3]:
                     raise self.error(i, f"image is {img.shape[2]}x{img.shape[1]}, expected "
-                                        f"{out.shape[2]}x{out.shape[1]}", feats[self.id_key])
-                out[k] = img.permute(1, 2, 0).numpy()
+                                        f"{buf.shape[2]}x{buf.shape[1]}", feats[self.id_key])
+                buf[k] = img.permute(1, 2, 0).numpy()
             if flips is not None and flips[k]:   # torch's flip: 13x numpy's reversed copy of 3-byte pixels
-                row = torch.from_numpy(out[k])
+                row = torch.from_numpy(buf[k])
                 row.copy_(row.flip(1))
             targets.append(int(feats[self.label_key]) if self.labeled else feats[self.id_key].decode())
-        images = torch.from_numpy(out).permute(0, 3, 1, 2)
+        images = torch.from_numpy(buf).permute(0, 3, 1, 2)
         return images, (torch.tensor(targets, dtype=torch.int64) if self.labeled else targets)
 
     def metadata(self) -> tuple[np.ndarray | None, list[str]]:

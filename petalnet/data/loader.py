@@ -77,13 +77,14 @@ def create_loader(dataset, batch_size: int, *, shuffle: bool = False, rank: int 
     """DataLoader with a ShardSampler; ``loader.sampler.set_epoch(e)`` before each epoch. ``threads`` > 0
     (with ``num_workers`` 0): a ``ThreadedLoader`` instead, batches built by threads of this process,
     which can also mirror images while decoding them (``flip``) and run at idle priority
-    (``background``)."""
+    (``background``); with ``pin_memory`` its threads decode straight into reused pinned batch
+    buffers (the GPU fast path: no worker-to-main copy, no pin-memory copy)."""
     sampler = ShardSampler(len(dataset), rank=rank, world_size=world_size, shuffle=shuffle, seed=seed,
                            pad=pad, drop_last=drop_last)
     if threads and not num_workers:
         return ThreadedLoader(dataset, batch_size, sampler, threads, prefetch=threads * prefetch_factor // 2,
                               drop_last=drop_last, batch_transform=batch_transform, flip=flip, seed=seed,
-                              background=background)
+                              background=background, pin_memory=pin_memory)
     if not num_workers:
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=fast_collate,
                           pin_memory=pin_memory, drop_last=drop_last, generator=torch.Generator().manual_seed(seed))
@@ -161,28 +162,76 @@ class ThreadedLoader:
     the gaps and only when the next batch is late does the step wait for it. Lite0 head-only training
     on 2 cores: 0.93 of the bare loop against 0.88 at normal priority (benchmarks/RESULTS.md).
     Meant for one training process per machine: under several, another's model would starve it.
+
+    ``pin_memory`` (the GPU path): batches are decoded straight into ``prefetch + 1`` preallocated
+    buffers (images, labels, indices), page-locked where CUDA is available, and reused in turn: no
+    worker-process transfer of each 28-38 MB batch and no pin-memory thread copying it again. A
+    yielded batch is valid until the next one is asked for: the consumer enqueues its (non-blocking)
+    copies to the device before that. When it asks, an event is recorded on the current CUDA stream;
+    the thread that next fills that buffer waits for the event first, so a buffer is never overwritten
+    while a copy out of it may still be queued. Needs ``load_batch`` (no ``transform``,
+    ``batch_transform``) and a dataset whose images have one size.
     """
 
     def __init__(self, dataset, batch_size: int, sampler: Sampler, threads: int = 2, prefetch: int | None = None,
                  drop_last: bool = False, batch_transform=None, flip: bool = False, seed: int = 0,
-                 background: bool = False):
+                 background: bool = False, pin_memory: bool = False):
         self.dataset, self.batch_size, self.sampler = dataset, batch_size, sampler
         self.threads, self.prefetch = threads, prefetch or 2 * threads
         self.drop_last, self.batch_transform = drop_last, batch_transform
         self.flip, self.seed = flip, seed   # flip: mirror per (sample, epoch, seed) coin while decoding
         self.background = background
+        self.reuse = pin_memory   # decode into reused (pinned, where CUDA is) buffers
+        self.pin = pin_memory and torch.cuda.is_available()
+        self._slots: list[dict] | None = None
 
     def __len__(self) -> int:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def _batch(self, indices: list[int]):
+    def _inner(self):
+        return self.dataset.dataset if isinstance(self.dataset, WithIndex) else self.dataset
+
+    def _new_slot(self, shape: tuple[int, int]) -> dict:
+        def alloc(*size, dtype):
+            t = torch.empty(size, dtype=dtype)
+            return t.pin_memory() if self.pin else t
+        return {"images": alloc(self.batch_size, *shape, 3, dtype=torch.uint8),
+                "labels": alloc(self.batch_size, dtype=torch.int64),
+                "indices": alloc(self.batch_size, dtype=torch.int64), "event": None}
+
+    def _event(self):
+        """An event recorded on the current CUDA stream (None without CUDA: nothing can be in flight)."""
+        if not self.pin:
+            return None
+        ev = torch.cuda.Event()
+        ev.record(torch.cuda.current_stream())
+        return ev
+
+    def _fill(self, indices: list[int], flips, slot: dict):
+        """``load_batch`` into ``slot``'s buffers, once the copies queued out of them have finished."""
+        if slot["event"] is not None:
+            slot["event"].synchronize()   # releases the GIL; returns at once when the copy is long done
+            slot["event"] = None
+        n = len(indices)
+        images, targets = self._inner().load_batch(indices, flips, out=slot["images"].numpy())
+        if isinstance(targets, torch.Tensor):
+            targets = slot["labels"][:n].copy_(targets)
+        if self._inner() is not self.dataset:
+            idx = slot["indices"][:n]
+            idx.copy_(torch.tensor(indices, dtype=torch.int64))
+            return images, targets, idx
+        return images, targets
+
+    def _batch(self, indices: list[int], slot: dict | None = None):
         flips = None
         if self.flip:
             from petalnet.augment import flip_mask
             flips = flip_mask(torch.tensor(indices), getattr(self.sampler, "epoch", 0), self.seed).tolist()
-        inner = self.dataset.dataset if isinstance(self.dataset, WithIndex) else self.dataset
-        if getattr(inner, "transform", 0) is None and hasattr(inner, "load_batch"):   # decoded into the batch
+        inner = self._inner()
+        if slot is not None:
+            batch = self._fill(indices, flips, slot)
+        elif getattr(inner, "transform", 0) is None and hasattr(inner, "load_batch"):   # decoded into the batch
             batch = inner.load_batch(indices, flips)
             if inner is not self.dataset:
                 batch = (*batch, torch.tensor(indices, dtype=torch.int64))
@@ -198,18 +247,42 @@ class ThreadedLoader:
         from concurrent.futures import ThreadPoolExecutor
         order = list(self.sampler)
         chunks = iter([order[i:i + self.batch_size] for i in range(0, len(self) * self.batch_size, self.batch_size)])
+        free = deque()   # reusable buffers (pin_memory); one is taken, on this thread, per submitted batch
+        if self.reuse and order:
+            inner = self._inner()
+            if getattr(inner, "transform", 0) is not None or not hasattr(inner, "load_batch") \
+                    or self.batch_transform is not None:
+                raise ValueError("pinned batch buffers need a dataset with load_batch, no transform, "
+                                 "no batch_transform")
+            if self._slots is None:   # kept across epochs (page-locking is a slow system call)
+                self._slots = [self._new_slot(inner.output_size(order[0])) for _ in range(self.prefetch + 1)]
+            start = self._event()   # covers copies still queued from a batch of an abandoned iteration
+            for slot in self._slots:
+                slot["event"] = start
+            free.extend(self._slots)
+
+        def submit(chunk):
+            if not self.reuse:
+                return pool.submit(self._batch, chunk), None
+            slot = free.popleft()
+            return pool.submit(self._batch, chunk, slot), slot
+
         with ThreadPoolExecutor(self.threads, thread_name_prefix="petalnet-loader",
                                 initializer=_idle_priority if self.background else None) as pool:
-            pending = deque(pool.submit(self._batch, c) for _, c in zip(range(self.prefetch), chunks))
+            pending = deque(submit(c) for _, c in zip(range(self.prefetch), chunks))
             try:
                 while pending:
-                    batch = pending.popleft().result()
+                    future, slot = pending.popleft()
+                    batch = future.result()
                     nxt = next(chunks, None)
-                    if nxt is not None:
-                        pending.append(pool.submit(self._batch, nxt))
+                    if nxt is not None:   # prefetch + 1 buffers: one is always free here
+                        pending.append(submit(nxt))
                     yield batch
+                    if slot is not None:   # the consumer has queued its copies out of this buffer
+                        slot["event"] = self._event()
+                        free.append(slot)
             finally:   # an abandoned iteration must not leave threads decoding
-                for f in pending:
+                for f, _ in pending:
                     f.cancel()
 
 
