@@ -10,9 +10,9 @@ usage: python benchmarks/bench_train.py [--model tf_efficientnet_lite0] [--image
        [--steps 80] [--repeats 3] [--fine-tune] [--precision auto] [--workers 2] [--data DIR]
        [--repeat-data N] [--no-pretrained] [--compile] [--decode gpu] [--cache] [--json FILE]
        [--loaders default,threads] [--threads N] [--profile-steps N]
---loaders threads: petalnet's loader is the ThreadedLoader with pinned reused buffers (``create_loader``
-with threads and pin_memory) in place of the DataLoader's worker processes; several loaders: one
-petalnet loop each, the same bare loop, in one process. --profile-steps N: only the petalnet loop, under
+--loaders threads: `petalnet train --loader threads` (decoding threads writing into reused pinned buffers)
+in place of its default (worker processes on a GPU); several loaders: one petalnet loop each, the same
+bare loop, in one process. --profile-steps N: only the petalnet loop, under
 torch.profiler for N steps after the warm-up (compilation included), then the top host-side ops.
 On a GPU, e.g.: --model efficientnet_b0 --image-size 224 --batch 256 --fine-tune --no-pretrained
 --repeat-data 10 --steps 120 --repeats 1 (the train split's files named 10 times, so one epoch is long).
@@ -83,32 +83,15 @@ def train_data(args):
     return files * args.repeat_data
 
 
-def use_loader(kind: str, threads: int | None) -> None:
-    """Make ``petalnet train`` build its loaders as ``kind`` says: 'default' (its own choice) or 'threads'
-    (where it asks for worker processes: that many threads, or ``threads``, decoding into reused pinned
-    buffers; at normal priority, the cores being many). Patched here until train has an option."""
-    import petalnet.train as petalnet_train
-    from petalnet.data import loader
-
-    def create(dataset, batch_size, **kw):
-        if kind == "threads" and kw.get("num_workers"):
-            kw.update(threads=threads or kw["num_workers"], num_workers=0, pin_memory=True, background=False)
-        made = loader.create_loader(dataset, batch_size, **kw)
-        if kind == "threads" and not getattr(create, "said", False):
-            create.said = True
-            print(f"  threads loader: {type(made).__name__}, {kw.get('threads')} threads, reused buffers "
-                  f"{getattr(made, 'reuse', False)}, pinned {getattr(made, 'pin', False)}", flush=True)
-        return made
-    petalnet_train.create_loader = create
-
-
 def petalnet_loop(args, loader_kind: str = "default") -> float:
-    use_loader(loader_kind, args.threads)
+    """``petalnet train``'s steady images/s; ``loader_kind`` 'default' (its own choice) or a --loader value."""
+    loader = "auto" if loader_kind == "default" else loader_kind
+    workers = args.threads if loader == "threads" and args.threads else args.workers
     with tempfile.TemporaryDirectory() as out:
         result = train(TrainConfig(data=train_data(args), out=os.path.join(out, "run"), model=args.model,
                                    image_size=args.image_size, batch_size=args.batch, epochs=100,
                                    freeze_backbone=not args.fine_tune, precision=args.precision,
-                                   pretrained=args.pretrained, workers=args.workers, quiet=True,
+                                   pretrained=args.pretrained, workers=workers, quiet=True, loader=loader,
                                    max_steps=args.steps, compile=args.compile, decode=args.decode,
                                    cache_frozen=args.cache))
     return result["steady_images_per_second"]
@@ -135,7 +118,7 @@ def main() -> None:
     ap.add_argument("--decode", default="cpu", choices=["cpu", "gpu"], help="petalnet's JPEG decode (default: cpu)")
     ap.add_argument("--json", metavar="FILE", help="append the result as one JSON line")
     ap.add_argument("--loaders", default="default", help="petalnet loops to run: default, threads (comma list)")
-    ap.add_argument("--threads", type=int, help="ThreadedLoader threads (default: the workers petalnet would start)")
+    ap.add_argument("--threads", type=int, help="--loader threads: how many (default: the workers petalnet would start)")
     ap.add_argument("--profile-steps", type=int, default=0, help="profile N steps of the petalnet loop instead")
     ap.add_argument("--profile-rows", type=int, default=25)
     args = ap.parse_args()

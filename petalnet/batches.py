@@ -73,15 +73,14 @@ def build_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size: int, p
     """(training source, validation source or None) as ``plan`` says; a cached plan computes its cache
     here (the first pass over the images)."""
     rank, world = fabric.global_rank, fabric.world_size
-    common = dict(rank=rank, world_size=world, num_workers=plan.workers, threads=int(plan.loader == "thread"),
+    common = dict(rank=rank, world_size=world, num_workers=plan.workers, threads=plan.threads,
                   background=plan.background)
     if plan.cached:
         return _cached_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep, common, say)
+    keep = dict(pin_memory=plan.pin_memory, persistent_workers=plan.pin_memory and plan.workers > 0)
     train = create_loader(WithIndex(train_ds), cfg.batch_size, shuffle=True, seed=cfg.seed, pad=True,
-                          pin_memory=plan.pin_memory, persistent_workers=plan.pin_memory,
-                          flip=plan.flips == "loader", **common)
-    val = val_ds and create_loader(val_ds, cfg.batch_size * 2, pin_memory=plan.pin_memory,
-                                   persistent_workers=plan.pin_memory, **common)
+                          flip=plan.flips == "loader", **keep, **common)
+    val = val_ds and create_loader(val_ds, cfg.batch_size * 2, **keep, **common)
     return (ImageBatches(train, prep, fabric.device, batch_size=cfg.batch_size, seed=cfg.seed, rank=rank,
                          aug=cfg.augment(), step_flips=plan.flips == "step"),
             val and ImageViews(val, prep, cfg.tta))

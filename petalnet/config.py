@@ -89,11 +89,18 @@ class TrainConfig:
     num_nodes: int = option(1, "machines (under torchrun or SLURM)", HW, type=int)
     precision: str = option("auto", "auto: bf16 autocast where the CPU/GPU supports it, else 32", HW,
                             choices=["auto", "32", "bf16-mixed", "16-mixed"])
-    workers: int | None = option(None, "DataLoader worker processes per device (default: on CPU none, one "
-                                 "loader thread; on GPU CPUs / GPUs, at most 8)", HW, type=int)
+    workers: int | None = option(None, "loader worker processes (or threads, --loader threads) per device "
+                                 "(default: on CPU one thread; on GPU CPUs / GPUs, at most 8)", HW, type=int)
+    loader: str = option("auto", "how batches are read and decoded: threads of this process (decoding straight "
+                         "into the batch; pinned, reused buffers on a GPU) or worker processes; auto: one "
+                         "thread on a CPU without --workers, worker processes on a GPU", HW,
+                         choices=["auto", "threads", "workers"])
     decode: str = option("cpu", "where JPEGs are decoded: cpu (loader, libjpeg-turbo) or gpu (batched "
                          "nvJPEG; workers only read records)", HW, choices=["cpu", "gpu"])
     compile: bool = option(False, "torch.compile the model (first steps slower)", HW, action="store_true")
+    compile_mode: str = option("default", "torch.compile's mode with --compile: reduce-overhead replays CUDA graphs "
+                               "(no per-kernel launch cost on the host; a fixed batch shape)", HW,
+                               choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"])
     max_steps: int | None = option(None, argparse.SUPPRESS, HW, type=int)   # benchmarks, smoke tests
     train_split: str = option("train", "")
     val_split: str = option("val", "")

@@ -33,15 +33,16 @@ STEP_FRAMES = {"cached-bottom": "frozen bottom (stem + blocks[:{stage}])", "cach
 class Plan:
     device: str                  # torch device type the model steps on
     precision: str               # Fabric's precision
-    loader: str                  # "thread": one decoding thread in this process; "workers": worker processes
-    workers: int                 # worker processes (loader "workers")
-    background: bool             # the loader thread runs at idle priority (one process per machine)
+    loader: str                  # "threads": decoding threads of this process; "workers": worker processes
+    workers: int                 # worker processes (loader "workers"), else 0
+    threads: int                 # decoding threads (loader "threads"), else 0
+    background: bool             # loader threads run at idle priority (a CPU run, one process per machine)
     pin_memory: bool             # pinned pages, non-blocking copies, workers kept across epochs (GPUs)
     flips: str                   # who mirrors images: "loader" (while decoding), "step", "cache" or "off"
     frozen: str                  # "cached-bottom", "cached-features", "prepared-cpu" or "none" (above)
     unfreeze_from: int | None    # stages trained from this one up (--unfreeze-from)
     unfreeze_at: int | None      # the epoch from which every layer trains (--freeze-epochs), else None
-    compile: bool
+    compile: str | None          # torch.compile's mode, or None: eager
     decode: str                  # "cpu" (the loader) or "gpu" (nvJPEG on the device)
     note: str | None = None      # said at the start: why a cache was not used
 
@@ -69,7 +70,10 @@ def make_plan(cfg, device: torch.device, precision: str, world: int, model: nn.M
     """The path for ``model`` (frozen as the config says: ``frozen.freeze``) on ``device``; ``images``:
     how many this rank would cache (train and val shards)."""
     cpu = device.type == "cpu"
-    thread = cfg.workers is None and cpu   # no inter-process copy; JPEGs decoded straight into the batch
+    # threads: no inter-process copy of each batch, JPEGs decoded straight into it (on a GPU into pinned,
+    # reused buffers); on a CPU one thread by default, beside the model's threads
+    threads = cfg.loader == "threads" or (cfg.loader == "auto" and cpu and cfg.workers is None)
+    count = cfg.workers if cfg.workers is not None else 1 if cpu else default_workers(device)
     stage = getattr(model, "petalnet_frozen_stage", None)
     backbone_frozen = stage is None and features_frozen(model, image_size)
     whole = backbone_frozen and cfg.freeze_epochs == 0   # frozen for the whole run
@@ -85,12 +89,35 @@ def make_plan(cfg, device: torch.device, precision: str, world: int, model: nn.M
                     "running it every step instead")
     if frozen == "none" and cpu and not cfg.compile and backbone_frozen:
         frozen = "prepared-cpu"
-    flips = "off" if not cfg.flip else "cache" if frozen.startswith("cached") else "loader" if thread else "step"
-    return Plan(device=device.type, precision=precision, loader="thread" if thread else "workers",
-                workers=0 if thread else (cfg.workers if cfg.workers is not None else default_workers(device)),
-                background=world == 1, pin_memory=device.type == "cuda", flips=flips, frozen=frozen,
-                unfreeze_from=stage, unfreeze_at=cfg.freeze_epochs or None, compile=cfg.compile,
+    # a CPU loader thread mirrors images as it decodes them (one flip path less on the cores); on an
+    # accelerator the step does it, where it is free
+    flips = "off" if not cfg.flip else "cache" if frozen.startswith("cached") else "loader" if threads and cpu \
+        else "step"
+    return Plan(device=device.type, precision=precision, loader="threads" if threads else "workers",
+                workers=0 if threads else count, threads=count if threads else 0,
+                background=threads and cpu and world == 1, pin_memory=device.type == "cuda", flips=flips, frozen=frozen,
+                unfreeze_from=stage, unfreeze_at=cfg.freeze_epochs or None, compile=cfg.compile_mode if cfg.compile else None,
                 decode=cfg.decode, note=note)
+
+
+def compiled(plan: Plan, module: nn.Module) -> nn.Module:
+    """``module`` as the plan runs it: eager, or torch.compile'd in the plan's mode. With CUDA graphs
+    (reduce-overhead) each call starts a new step, so the previous step's graph outputs may be reused."""
+    if plan.compile is None:
+        return module
+    if "cudagraphs" not in plan.compile and plan.compile in ("reduce-overhead", "max-autotune"):
+        return _NewStep(torch.compile(module, mode=plan.compile))
+    return torch.compile(module, mode=plan.compile)
+
+
+class _NewStep(nn.Module):
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        torch.compiler.cudagraph_mark_step_begin()
+        return self.module(x)
 
 
 def step_module(plan: Plan, model: nn.Module, image_size: int) -> nn.Module:

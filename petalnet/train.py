@@ -32,7 +32,7 @@ from petalnet.frozen import freeze, set_backbone_frozen, train_mode
 from petalnet.models import create_model, normalization
 from petalnet.optim import build_optimizer, lr_schedule, set_lr
 from petalnet.pace import Meter, Pace, Signals, epoch_bar
-from petalnet.plan import Plan, make_plan, step_module
+from petalnet.plan import Plan, compiled, make_plan, step_module
 from petalnet.rundir import RunDir
 from petalnet.state import RunState
 
@@ -107,6 +107,8 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None) -> Training:
     fabric.seed_everything(cfg.seed, verbose=False)
     train_ds, val_ds, data_size = open_data(cfg, fabric.device)
     image_size, world = cfg.image_size or data_size, fabric.world_size
+    for ds in filter(None, (train_ds, val_ds)):   # JPEGs at most half as large as needed: reduced-scale decode
+        ds.decode_size = image_size
     model, source = create_model(cfg.model, cfg.num_classes, pretrained=cfg.pretrained, weights=cfg.weights)
     mean, std = normalization(model)
     say(freeze(model, cfg) or "")
@@ -134,7 +136,7 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None) -> Training:
     prep = DevicePreprocess(fabric.device, mean, std, image_size)
     batches, val = build_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep, say)
     net = step_module(plan, model, image_size)
-    module = fabric.setup_module(torch.compile(net) if cfg.compile else net)
+    module = fabric.setup_module(compiled(plan, net))
     state.optimizer = fabric.setup_optimizers(state.optimizer)
     if resume:
         checkpoint.set_rng_state(resume["rng"])
@@ -278,7 +280,7 @@ def _unfreeze(t: Training) -> None:
     """--freeze-epochs K: from epoch K every layer trains, on the model itself (not a prepared copy)."""
     set_backbone_frozen(t.state.model, False)
     t.net = t.state.model
-    t.module = t.fabric.setup_module(torch.compile(t.net) if t.cfg.compile else t.net)   # DDP registers them
+    t.module = t.fabric.setup_module(compiled(t.plan, t.net))   # DDP registers the newly trainable parameters
 
 
 def _hard_target_loss(logits, y, smoothing: float):
