@@ -10,13 +10,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import random
 import shutil
 import signal
 import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -74,16 +72,6 @@ def prepare_run_dir(cfg: TrainConfig) -> None:
             raise PetalnetError(f"{cfg.out} already exists: pass --resume {cfg.out} to continue it, "
                                 "--force to replace it, or another --out")
         shutil.rmtree(cfg.out) if os.path.isdir(cfg.out) else os.unlink(cfg.out)
-
-
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
 
 
 class _Signals:
@@ -188,8 +176,7 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
     aug = cfg.augment()
     start_epoch, start_step, history, best, acc = 0, 0, [], None, None
     if resume:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
+        checkpoint.restore(model, optimizer, resume)
         start_epoch, start_step, history = resume["epoch"], resume["step"], resume["history"]
         best, acc = resume["best"], resume["accumulators"]
     module = model
@@ -212,7 +199,7 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
     model = fabric.setup_module(torch.compile(net) if cfg.compile else net)
     optimizer = fabric.setup_optimizers(optimizer)
     if resume:
-        _set_rng_state(resume["rng"])
+        checkpoint.set_rng_state(resume["rng"])
     steps_per_epoch = len(train_loader)
     mix = mixer(aug, cfg.num_classes, cfg.label_smoothing)
     schedule = _lr_schedule(cfg, world)
@@ -238,7 +225,7 @@ def _fit(fabric, cfg: TrainConfig, resume: dict | None) -> dict:
         if rank0:
             checkpoint.save({**meta, "model": module.state_dict(), "optimizer": optimizer.state_dict(),
                              "epoch": epoch, "step": step, "history": history, "best": best,
-                             "accumulators": accumulators, "rng": _rng_state()},
+                             "accumulators": accumulators, "rng": checkpoint.rng_state()},
                             os.path.join(cfg.out, "checkpoints", "last.pt"))
         fabric.barrier()
 
@@ -487,7 +474,7 @@ def _bar(cfg, rank0, total, initial, epoch):
 def resume_state(run_dir: str) -> tuple[TrainConfig, dict]:
     """The config and ``last`` checkpoint of a run, to continue it."""
     path = os.path.join(run_dir, "checkpoints", "last.pt")
-    state = checkpoint.load(path)
+    state = checkpoint.load_resume(path)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in state["config"].items() if k in known})
     cfg.out = run_dir
@@ -500,6 +487,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     if resume:
         cfg_saved, state = resume_state(resume)
         cfg = dataclasses.replace(cfg_saved, quiet=cfg.quiet, workers=cfg.workers)
+    cfg.check()   # before anything is written: a bad option leaves no run folder
     if not cfg.data or not cfg.out:
         raise PetalnetError("train needs --data and --out (or --resume RUN_DIR)")
     return fit(cfg, state)
