@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from petalnet import augment
-from petalnet.errors import PetalnetError
+from petalnet.errors import OptionError, PetalnetError
 
 
 PRECISIONS = {"32": "32-true", "32-true": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed",
@@ -68,8 +68,12 @@ def make_fabric(accelerator: str = "auto", devices: int | str = 1, num_nodes: in
     except ImportError:  # pragma: no cover - whichever is installed
         from lightning_fabric import Fabric
     multi = num_nodes > 1 or (devices not in (1, "1", "auto"))
-    return Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-                  precision=resolve_precision(precision, accelerator), strategy="ddp" if multi else "auto")
+    try:
+        return Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                      precision=resolve_precision(precision, accelerator), strategy="ddp" if multi else "auto")
+    except (RuntimeError, ImportError, ValueError) as e:   # e.g. "No supported gpu backend found!"
+        raise OptionError(f"--accelerator {accelerator} --devices {devices} --num-nodes {num_nodes}: not usable "
+                          f"here ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
 
 
 def decode_on_device(encoded: list[torch.Tensor], device: torch.device) -> torch.Tensor:

@@ -10,7 +10,7 @@ import os
 import sys
 import warnings
 
-from petalnet.errors import PetalnetError
+from petalnet.errors import OptionError, PetalnetError
 from petalnet.parser import build_parser
 
 
@@ -81,6 +81,8 @@ def cmd_schedule(args) -> int:
     from petalnet.plots import plot_schedule
     from petalnet.config import TrainConfig
     from petalnet.optim import lr_schedule
+    from petalnet.schedules import check_options
+    check_options(args.epochs, args.steps_per_epoch, args.replicas)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
                       lr_start=args.lr_start, min_lr=args.min_lr, sustain_epochs=args.sustain_epochs,
                       lr_decay=args.lr_decay)
@@ -95,7 +97,9 @@ def cmd_schedule(args) -> int:
 
 def _predictors(args):
     """The models named on the command line, on ``args.device`` (resolved: set to a torch.device)."""
-    from petalnet.predict import load_predictor, resolve_device
+    from petalnet.predict import check_options, load_predictor, resolve_device
+    check_options(args.batch_size, getattr(args, "top_k", 5), args.ensemble_weights, 1 + len(args.ensemble or []),
+                  args.workers)
     args.device = resolve_device(args.device)
     return [load_predictor(m, args.device) for m in [args.model, *(args.ensemble or [])]]
 
@@ -169,8 +173,7 @@ def cmd_report(args) -> int:
 
 def cmd_serve(args) -> int:
     from petalnet.serve.app import serve
-    serve(args.model, host=args.host, port=args.port, max_bytes=int(args.max_upload_mb * 1024 * 1024),
-          max_batch=args.max_batch)
+    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, max_batch=args.max_batch)
     return 0
 
 
@@ -195,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             return COMMANDS[args.command](args)
     except PetalnetError as e:
         print(f"petalnet: error: {e}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, OptionError) else 1
     except OSError as e:   # permissions, full disk, missing folders: the OS names the file
         print(f"petalnet: error: {e}", file=sys.stderr)
         return 1

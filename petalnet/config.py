@@ -8,14 +8,55 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 
 from petalnet.classes import NUM_CLASSES
+from petalnet.errors import OptionError
+
+MAX_IMAGE_SIZE = 4096   # pixels per side: a 4096 px RGB batch of 32 is 1.6 GB of uint8 before any model
 
 
-def option(default, help: str, group: str = "", *, flag: str | None = None, negate: str | None = None, **argparse_kw):
+def at_least(m):
+    return lambda v: None if v >= m else f"must be at least {m}"
+
+
+def above(m):
+    return lambda v: None if v > m else f"must be greater than {m}"
+
+
+def at_most(m):
+    return lambda v: None if v <= m else f"must be at most {m}"
+
+
+def below(m):
+    return lambda v: None if v < m else f"must be less than {m}"
+
+
+def check_number(flag: str, value, *rules, integer: bool = False, optional: bool = False) -> None:
+    """Raise OptionError ``--flag VALUE: must be ...`` unless ``value`` is a finite number (a whole one when
+    ``integer``; None when ``optional``) that every rule (``at_least(1)``...) accepts."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise OptionError(f"{flag} {value!r}: must be a number")
+    if integer and not isinstance(value, int):
+        raise OptionError(f"{flag} {value}: must be a whole number")
+    if not math.isfinite(value):
+        raise OptionError(f"{flag} {value}: must be a finite number")
+    for rule in rules:
+        problem = rule(value)
+        if problem:
+            raise OptionError(f"{flag} {value}: {problem}")
+
+
+
+
+def option(default, help: str, group: str = "", *, flag: str | None = None, negate: str | None = None,
+           rules: tuple = (), **argparse_kw):
     """A TrainConfig field and its command-line option. ``flag``: the option's name (default: the field's
-    with dashes); ``negate``: a store_false option instead (``--no-flip``); no ``group``: not an option."""
-    meta = dict(help=help, group=group, flag=flag, negate=negate, kw=argparse_kw)
+    with dashes); ``negate``: a store_false option instead (``--no-flip``); no ``group``: not an option;
+    ``rules``: what a number must pass (``at_least(1)``...; ``TrainConfig.check``)."""
+    meta = dict(help=help, group=group, flag=flag, negate=negate, kw=argparse_kw, rules=rules)
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -36,35 +77,38 @@ class TrainConfig:
                               "offline copy)", MODEL, negate="--no-pretrained")
     weights: str | None = option(None, "initial weights: state dict, .safetensors or checkpoint (lukemelas "
                                  "EfficientNet naming is remapped)", MODEL, metavar="FILE")
-    num_classes: int = option(NUM_CLASSES, "head outputs", MODEL, type=int)
+    num_classes: int = option(NUM_CLASSES, "head outputs", MODEL, type=int, rules=(at_least(1),))
     freeze_backbone: bool = option(True, "train the head only (ignored with --unfreeze-from)", MODEL,
                                    action="store_true")
-    freeze_epochs: int = option(0, "train the head for K epochs, then every layer", MODEL, type=int, metavar="K")
+    freeze_epochs: int = option(0, "train the head for K epochs, then every layer", MODEL, type=int, metavar="K",
+                                rules=(at_least(0),))
     unfreeze_from: int | None = option(None, "train backbone stages STAGE.. and the head, keep the stem and "
                                        "earlier stages frozen (EfficientNet-family models)", MODEL, type=int,
-                                       metavar="STAGE")
+                                       metavar="STAGE", rules=(at_least(0),))
     cache_frozen: bool = option(True, "with --unfreeze-from or a head-only run: run the frozen stages or "
                                 "backbone every step instead of once per image and mirror (the cache is "
                                 "skipped anyway when other augmentations are on or memory is short)", MODEL,
                                 negate="--no-cache-frozen")
-    head_lr_scale: float = option(1.0, "the head's LR as a multiple of --lr (layer-wise LR)", MODEL, type=float)
+    head_lr_scale: float = option(1.0, "the head's LR as a multiple of --lr (layer-wise LR)", MODEL, type=float,
+                                  rules=(above(0),))
     image_size: int | None = option(None, "train/eval size, resized on the device (default: the data's)", OPT,
-                                    type=int)
-    epochs: int = option(8, "", OPT, type=int)
-    batch_size: int = option(32, "per device; the global batch is this x devices x nodes", OPT, type=int)
+                                    type=int, rules=(at_least(16), at_most(MAX_IMAGE_SIZE)))
+    epochs: int = option(8, "", OPT, type=int, rules=(at_least(1),))
+    batch_size: int = option(32, "per device; the global batch is this x devices x nodes", OPT, type=int,
+                             rules=(at_least(1),))
     lr: float | None = option(None, "peak learning rate, used as given; default: 1e-3 (cosine) or 5e-5 "
                               "(competition) x replicas, the tutorial's LR_MAX = 5e-5 * replicas rule", OPT,
-                              type=float)
+                              type=float, rules=(above(0),))
     lr_schedule: str = option("cosine", "", OPT, choices=["cosine", "competition", "constant"])
     warmup_epochs: float | None = option(None, "cosine warm-up / competition ramp-up (default: min(1, "
-                                         "epochs/3) / 5)", OPT, type=float)
-    lr_start: float = option(1e-5, "LR_START", OPT, type=float)
-    min_lr: float = option(1e-5, "LR_MIN / cosine floor", OPT, type=float)
-    sustain_epochs: float = option(0, "competition's sustain epochs", OPT, type=float)
-    lr_decay: float = option(0.8, "competition's LR_EXP_DECAY", OPT, type=float)
+                                         "epochs/3) / 5)", OPT, type=float, rules=(at_least(0),))
+    lr_start: float = option(1e-5, "LR_START", OPT, type=float, rules=(at_least(0),))
+    min_lr: float = option(1e-5, "LR_MIN / cosine floor", OPT, type=float, rules=(at_least(0),))
+    sustain_epochs: float = option(0, "competition's sustain epochs", OPT, type=float, rules=(at_least(0),))
+    lr_decay: float = option(0.8, "competition's LR_EXP_DECAY", OPT, type=float, rules=(above(0), at_most(1)))
     optimizer: str = option("adamw", "", OPT, choices=["adamw", "adam", "sgd"])
-    weight_decay: float = option(0.01, "", OPT, type=float)
-    label_smoothing: float = option(0.1, "", OPT, type=float)
+    weight_decay: float = option(0.01, "", OPT, type=float, rules=(at_least(0),))
+    label_smoothing: float = option(0.1, "", OPT, type=float, rules=(at_least(0), below(1)))
     train_on_val: bool = option(False, "train on train + val: a final model for a submission (no validation; "
                                 "the last epoch is kept)", OPT, action="store_true")
     tta: str = option("none", "views averaged at validation, and by predict/evaluate unless they say "
@@ -73,24 +117,28 @@ class TrainConfig:
     flip: bool = option(True, "no random horizontal flips", AUG, negate="--no-flip")
     affine: float = option(0.0, "Deotte's random affine at strength S (1: rotation N(0,15deg), shear "
                            "N(0,5deg), zoom 1+N(0,0.1) per axis, shift N(0,16px at 512px)); 0 = off", AUG,
-                           type=float, metavar="S")
+                           type=float, metavar="S", rules=(at_least(0),))
     rrc: float = option(0.0, "random resized crop keeping AREA..1 of the image (e.g. 0.35); 0 = off", AUG,
-                        type=float, metavar="AREA")
-    color: float = option(0.0, "brightness and saturation x U(1-J, 1+J); 0 = off", AUG, type=float, metavar="J")
-    cutout: float = option(0.0, "one square hole of side F x image size; 0 = off", AUG, type=float, metavar="F")
-    mixup: float = option(0.0, "MixUp with Beta(ALPHA, ALPHA) (timm); 0 = off", AUG, type=float, metavar="ALPHA")
+                        type=float, metavar="AREA", rules=(at_least(0), at_most(1)))
+    color: float = option(0.0, "brightness and saturation x U(1-J, 1+J); 0 = off", AUG, type=float, metavar="J",
+                          rules=(at_least(0), at_most(1)))
+    cutout: float = option(0.0, "one square hole of side F x image size; 0 = off", AUG, type=float, metavar="F",
+                           rules=(at_least(0), at_most(1)))
+    mixup: float = option(0.0, "MixUp with Beta(ALPHA, ALPHA) (timm); 0 = off", AUG, type=float, metavar="ALPHA",
+                          rules=(at_least(0),))
     cutmix: float = option(0.0, "CutMix with Beta(ALPHA, ALPHA) (timm); with --mixup, one of the two per "
-                           "batch; 0 = off", AUG, type=float, metavar="ALPHA")
-    seed: int = option(0, "", REPRO, type=int)
+                           "batch; 0 = off", AUG, type=float, metavar="ALPHA", rules=(at_least(0),))
+    seed: int = option(0, "", REPRO, type=int, rules=(at_least(0), below(2 ** 32)))   # numpy seeds: 32-bit
     deterministic: bool = option(False, "deterministic algorithms (reproducible, slower)", REPRO,
                                  action="store_true")
     accelerator: str = option("auto", "", HW, choices=["auto", "cpu", "gpu", "cuda", "tpu", "mps"])
-    devices: int = option(1, "processes on this machine; >1 runs DDP", HW, type=int)
-    num_nodes: int = option(1, "machines (under torchrun or SLURM)", HW, type=int)
+    devices: int = option(1, "processes on this machine; >1 runs DDP", HW, type=int, rules=(at_least(1),))
+    num_nodes: int = option(1, "machines (under torchrun or SLURM)", HW, type=int, rules=(at_least(1),))
     precision: str = option("auto", "auto: bf16 autocast where the CPU/GPU supports it, else 32", HW,
                             choices=["auto", "32", "bf16-mixed", "16-mixed"])
     workers: int | None = option(None, "loader worker processes (or threads, --loader threads) per device "
-                                 "(default: on CPU one thread; on GPU CPUs / GPUs, at most 8)", HW, type=int)
+                                 "(default: on CPU one thread; on GPU CPUs / GPUs, at most 8)", HW, type=int,
+                                 rules=(at_least(0),))
     loader: str = option("auto", "how batches are read and decoded: threads of this process (decoding straight "
                          "into the batch; pinned, reused buffers on a GPU) or worker processes; auto: one "
                          "thread on a CPU without --workers, worker processes on a GPU", HW,
@@ -101,13 +149,24 @@ class TrainConfig:
     compile_mode: str = option("default", "torch.compile's mode with --compile: reduce-overhead replays CUDA graphs "
                                "(no per-kernel launch cost on the host; a fixed batch shape)", HW,
                                choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"])
-    max_steps: int | None = option(None, argparse.SUPPRESS, HW, type=int)   # benchmarks, smoke tests
+    max_steps: int | None = option(None, argparse.SUPPRESS, HW, type=int,
+                                   rules=(at_least(1),))   # benchmarks, smoke tests
     train_split: str = option("train", "")
     val_split: str = option("val", "")
     quiet: bool = option(False, "no progress bar, one line per epoch", RUN, action="store_true")
     force: bool = option(False, "replace an existing RUN_DIR (only a petalnet run folder)", RUN,
                          action="store_true")
     recipe: str | None = option(None, "")   # the preset the values came from (recorded, see petalnet.recipes)
+
+    def check(self) -> None:
+        """Raise OptionError naming the option (``--batch-size 0: must be at least 1``) for the first
+        value out of range; called before anything is written."""
+        for f in dataclasses.fields(self):
+            if f.metadata.get("rules"):
+                kind = str(f.type)
+                check_number(f.metadata["flag"] or "--" + f.name.replace("_", "-"), getattr(self, f.name),
+                             *f.metadata["rules"], integer="int" in kind and "float" not in kind,
+                             optional="None" in kind)
 
     def augment(self):
         from petalnet.augment import AugmentConfig   # torch: not needed to build the CLI's parser

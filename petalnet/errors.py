@@ -23,3 +23,7 @@ class RecordError(DataError):
 
 class ExampleError(PetalnetError):
     """A record's payload is not a valid tf.train.Example, or lacks a feature we need."""
+
+
+class OptionError(PetalnetError):
+    """A command-line option's value is out of range: exit status 2, as argparse's own errors."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
 
 import numpy as np
@@ -16,7 +17,8 @@ from petalnet.augment import TTA_VIEWS, tta_views
 from petalnet.classes import CLASSES
 from petalnet.data.images import MAX_PIXELS  # serve imports it from here
 from petalnet.data.loader import create_loader
-from petalnet.errors import PetalnetError
+from petalnet.config import at_least, check_number
+from petalnet.errors import OptionError, PetalnetError
 from petalnet.inference import CPUInferenceModel
 from petalnet.models import create_model
 
@@ -44,6 +46,27 @@ class Predictor:
     cpu_models: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # by bf16: see inference_model
 
 
+def check_weights(weights: list[float] | None, models: int) -> None:
+    """Ensemble weights: one finite non-negative number per model, not all zero (``nan 1`` once gave a
+    submission of all-0 labels)."""
+    if weights is None:
+        return
+    if len(weights) != models or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0
+                                         for v in weights) or sum(weights) <= 0:
+        given = " ".join(f"{v:g}" if isinstance(v, (int, float)) else repr(v) for v in weights)
+        raise OptionError(f"--ensemble-weights {given}: needs {models} finite non-negative number(s), one per "
+                          "model, not all zero")
+
+
+def check_options(batch_size: int = 64, top_k: int = 5, weights: list[float] | None = None, models: int = 1,
+                  workers: int | None = None) -> None:
+    """OptionError for predict/evaluate options out of range, before any model is loaded."""
+    check_number("--batch-size", batch_size, at_least(1), integer=True)
+    check_number("--top-k", top_k, at_least(1), integer=True)
+    check_number("--workers", workers, at_least(0), integer=True, optional=True)
+    check_weights(weights, models)
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """Where inference runs: 'auto' is the first CUDA GPU when one is visible, else the CPU."""
     if name == "auto":
@@ -68,12 +91,9 @@ def load_predictor(path: str, device: torch.device | None = None) -> Predictor:
         m = OnnxModel(path)
         return Predictor(path, m, m.num_classes, m.image_size, m.mean, m.std, m.model_name)
     file = os.path.join(path, "checkpoints", "best.pt") if os.path.isdir(path) else path
-    state = checkpoint.load(file)
-    for key in ("model", "model_name", "num_classes", "image_size", "mean", "std"):
-        if key not in state:
-            raise PetalnetError(f"{file}: not a petalnet checkpoint (no '{key}')")
+    state = checkpoint.load_model(file)
     model, _ = create_model(state["model_name"], state["num_classes"], pretrained=False)
-    model.load_state_dict(state["model"])
+    checkpoint.load_weights(model, state["model"], file, f"{state['model_name']} with {state['num_classes']} classes")
     model = model.to(device or torch.device("cpu"), memory_format=torch.channels_last).eval()
     return Predictor(path, model, state["num_classes"], state["image_size"], tuple(state["mean"]), tuple(state["std"]),
                      state["model_name"], state.get("tta", "none"))
@@ -109,9 +129,8 @@ def predict_batches(predictors: list[Predictor], batches, *, tta: bool | str | N
     if len(classes) > 1:
         raise PetalnetError("ensemble members have different numbers of classes: "
                             + ", ".join(f"{p.name}: {p.num_classes}" for p in predictors))
+    check_weights(weights, len(predictors))
     w = torch.tensor(weights or [1.0] * len(predictors), dtype=torch.float64)
-    if len(w) != len(predictors) or (w < 0).any() or w.sum() <= 0:
-        raise PetalnetError(f"--ensemble-weights needs {len(predictors)} non-negative numbers, not all zero")
     w = (w / w.sum()).tolist()
     preps = [DevicePreprocess(device, p.mean, p.std, p.image_size) for p in predictors]
     mode = tta_mode(tta, predictors)

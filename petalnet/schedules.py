@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from petalnet.config import above, at_least, at_most, check_number
 from petalnet.errors import PetalnetError
 
 SCHEDULES = ("competition", "cosine", "constant")
@@ -28,6 +29,12 @@ class Schedule:
     def __post_init__(self):
         if self.name not in SCHEDULES:
             raise PetalnetError(f"unknown LR schedule {self.name!r}: choose one of {', '.join(SCHEDULES)}")
+        check_number("--lr", self.peak, above(0))
+        check_number("--epochs", self.epochs, at_least(1), integer=True)
+        for flag, value in (("--lr-start", self.start), ("--min-lr", self.min_lr),
+                            ("--warmup-epochs", self.rampup_epochs), ("--sustain-epochs", self.sustain_epochs)):
+            check_number(flag, value, at_least(0))
+        check_number("--lr-decay", self.decay, above(0), at_most(1))
 
     def __call__(self, epoch: float) -> float:
         """LR at a (fractional) epoch: step / steps_per_epoch."""
@@ -48,3 +55,10 @@ class Schedule:
         """(fractional epochs, LR) at every step of the run, for plots."""
         xs = [s / steps_per_epoch for s in range(self.epochs * steps_per_epoch + 1)]
         return xs, [self(x) for x in xs]
+
+
+def check_options(epochs: int, steps_per_epoch: int, replicas: int = 1) -> None:
+    """OptionError for ``petalnet schedule``'s own options (the schedule's values: ``Schedule``)."""
+    check_number("--epochs", epochs, at_least(1), integer=True)
+    check_number("--steps-per-epoch", steps_per_epoch, at_least(1), integer=True)
+    check_number("--replicas", replicas, at_least(1), integer=True)

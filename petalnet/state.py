@@ -36,10 +36,9 @@ class RunState:
         return {**self.meta, "model": self.model.state_dict(), "epoch": self.best["epoch"], "metrics": self.best}
 
     def restore(self, saved: dict) -> None:
-        """Continue from a ``last`` checkpoint (random generators: ``checkpoint.set_rng_state``, when the
-        set-up that draws from them is done)."""
-        self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
+        """Continue from a ``last`` checkpoint (``checkpoint.load_resume``; the random generators:
+        ``checkpoint.set_rng_state``, once the set-up that draws from them is done)."""
+        checkpoint.restore(self.model, self.optimizer, saved)   # a mismatch is one line naming the file
         self.epoch, self.step, self.history = saved["epoch"], saved["step"], saved["history"]
         self.best, self.partial = saved["best"], saved["accumulators"]
 

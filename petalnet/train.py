@@ -68,6 +68,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     if resume:
         saved_cfg, saved = resume_state(resume)
         cfg = dataclasses.replace(saved_cfg, quiet=cfg.quiet, workers=cfg.workers)
+    cfg.check()   # before anything is written: a bad option leaves no run folder
     if not cfg.data or not cfg.out:
         raise PetalnetError("train needs --data and --out (or --resume RUN_DIR)")
     fabric = make_fabric(cfg.accelerator, cfg.devices, cfg.num_nodes, cfg.precision)
@@ -89,7 +90,7 @@ def resume_state(run_dir: str) -> tuple[TrainConfig, dict | None]:
             config, state = json.load(fh), None
         _say(f"{run_dir}: no checkpoint yet: starting it again from the beginning")
     else:
-        state = checkpoint.load(run.last)
+        state = checkpoint.load_resume(run.last)
         config = state["config"]
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in config.items() if k in known})

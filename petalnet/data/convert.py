@@ -12,6 +12,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from petalnet.classes import CLASSES, class_index
 from petalnet.data.images import check_pixels, to_rgb
 from petalnet.data.writer import LayoutWriter, jpeg_bytes, square
+from petalnet.config import MAX_IMAGE_SIZE, at_least, at_most, below, check_number
 from petalnet.errors import PetalnetError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -94,12 +95,21 @@ def _load(image_dir: str, relpath: str, size: int, quality: int) -> bytes:
         raise PetalnetError(f"{path}: cannot read image ({e})") from None
 
 
+def check_options(size: int, shard_size: int, quality: int = 95, val_fraction: float = 0.2, seed: int = 0) -> None:
+    """OptionError for a value out of range, before anything is read or written (``--size 100000`` was
+    killed by the kernel at 23 GB: each worker holds a size x size RGB image and its JPEG)."""
+    check_number("--size", size, at_least(8), at_most(MAX_IMAGE_SIZE), integer=True)
+    check_number("--shard-size", shard_size, at_least(1), integer=True)
+    check_number("--quality", quality, at_least(1), at_most(100), integer=True)
+    check_number("--val-fraction", val_fraction, at_least(0), below(1))
+    check_number("--seed", seed, at_least(0), integer=True)
+
+
 def convert(image_dir: str, out: str, size: int, *, val_fraction: float = 0.2, seed: int = 0,
             quality: int = 95, shard_size: int = 512, force: bool = False, workers: int | None = None,
             progress=None) -> dict[str, list[str]]:
     """Write ``out/tfrecords-jpeg-SxS/{train,val}``; returns the files written per split."""
-    if size < 8:
-        raise PetalnetError(f"--size must be at least 8, got {size}")
+    check_options(size, shard_size, quality, val_fraction, seed)
     items = scan_tree(image_dir)
     train, val = stratified_split(items, val_fraction, seed)
     taken: set[str] = set()
@@ -124,8 +134,7 @@ def resize_records(data: str, out: str, size: int, *, quality: int = 95, shard_s
     from petalnet.data.dataset import TFRecordImages
     from petalnet.data.discovery import discover
 
-    if size < 8:
-        raise PetalnetError(f"--size must be at least 8, got {size}")
+    check_options(size, shard_size, quality)
     src = discover(data)
 
     def load(ds: TFRecordImages, i: int) -> dict:

@@ -13,8 +13,10 @@ from contextlib import asynccontextmanager
 
 import torch
 from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from petalnet.config import above, at_least, at_most, check_number
 from petalnet.errors import PetalnetError
 from petalnet.predict import MAX_PIXELS, Predictor, inference_model, load_photo, predict_batches, top_entries
 
@@ -136,6 +138,14 @@ def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_p
     app.state.batcher = batcher
     app.add_middleware(BodyLimit, max_bytes=max_bytes + 64 * 1024)   # room for the form fields
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        # FastAPI's default is {"detail": [...]}; the API documents {"error": ...} for every refusal
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+                             for e in exc.errors())
+        return _error(422, f"invalid request ({problems or 'unreadable form'}): send the photo as the "
+                           "multipart form field 'file'")
+
     @app.middleware("http")
     async def refuse_large_bodies(request: Request, call_next):
         length = request.headers.get("content-length")
@@ -177,10 +187,20 @@ def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_p
     return app
 
 
-def serve(model_path: str, host: str = "127.0.0.1", port: int = 8000, **kwargs) -> None:
+def check_options(port: int, max_upload_mb: float, max_batch: int) -> None:
+    """OptionError for a value out of range, before the model is loaded."""
+    check_number("--port", port, at_least(1), at_most(65535), integer=True)
+    check_number("--max-upload-mb", max_upload_mb, above(0))
+    check_number("--max-batch", max_batch, at_least(1), integer=True)
+
+
+def serve(model_path: str, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20,
+          max_batch: int = 16, **kwargs) -> None:
     import uvicorn
 
     from petalnet.predict import load_predictor
+    check_options(port, max_upload_mb, max_batch)
+    kwargs.update(max_bytes=int(max_upload_mb * 2 ** 20), max_batch=max_batch)
     predictor = load_predictor(model_path)
     print(f"petalnet: serving {model_path} on http://{host}:{port}/ (API docs at /docs)", flush=True)
     uvicorn.run(create_app(predictor, **kwargs), host=host, port=port, log_level="warning")
