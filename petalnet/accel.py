@@ -46,6 +46,15 @@ def keep_freed_memory() -> bool:
     return _ALLOCATOR_TUNED
 
 
+def device_type(accelerator: str = "auto") -> str:
+    """The kind of device ``--accelerator`` ends up on ('cpu', 'cuda', 'tpu', 'mps'), without starting Fabric."""
+    if accelerator in ("gpu", "cuda"):
+        return "cuda"
+    if accelerator in ("cpu", "tpu", "mps"):
+        return accelerator
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def resolve_precision(precision: str, accelerator: str) -> str:
     """'auto': bf16 autocast where the hardware runs it fast (recent GPUs, CPUs with AVX512-BF16/AMX), else 32."""
     if precision != "auto":

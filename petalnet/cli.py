@@ -55,17 +55,22 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _config_from_args(args, exclude=()):
-    """The recipe's TrainConfig with the options given on the command line on top."""
+def _config_from_args(args, exclude=(), say: bool = True):
+    """The recipe's TrainConfig with the options given on the command line on top; ``--recipe auto``
+    picks the recipe by the hardware found (and says which, when ``say``)."""
+    from petalnet.accel import device_type
     from petalnet.config import TrainConfig
-    from petalnet.recipes import recipe_config
+    from petalnet.recipes import recipe_config, resolve_recipe
+    recipe, reason = resolve_recipe(args.recipe, device_type(getattr(args, "accelerator", "auto")))
+    if say and args.recipe in (None, "auto"):
+        print(reason, flush=True)
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"recipe", *exclude}
-    return recipe_config(args.recipe, **{k: v for k, v in vars(args).items() if k in fields})
+    return recipe_config(recipe, **{k: v for k, v in vars(args).items() if k in fields})
 
 
 def cmd_train(args) -> int:
     from petalnet.train import Stop, train
-    cfg = _config_from_args(args)
+    cfg = _config_from_args(args, say=not args.resume)
     try:
         summary = train(cfg, resume=args.resume)
     except Stop as e:

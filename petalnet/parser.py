@@ -28,15 +28,16 @@ def data_args(p: argparse.ArgumentParser) -> None:
 
 def train_args(p: argparse.ArgumentParser, exclude_groups=()) -> None:
     """Training options, generated from TrainConfig (``config.add_train_options``). Their defaults come
-    from the recipe (--recipe, default 'default'): an option not given is absent from the parsed
+    from the recipe (--recipe, default 'auto': by the hardware): an option not given is absent from the parsed
     arguments, so the recipe's value stands."""
     from petalnet.config import TrainConfig, add_train_options
     from petalnet.recipes import RECIPES
-    p.add_argument("--recipe", default="default", choices=list(RECIPES),
-                   help="preset of the options below, which override it: default (partial fine-tune of "
-                        "Lite0, the best found), tutorial (the competition notebook: frozen VGG16, Adam, its "
-                        "schedule), linear (head on frozen features), finetune (every layer, affine "
-                        "augmentation; for GPUs). Values shown as default are the default recipe's")
+    p.add_argument("--recipe", default="auto", choices=["auto", *RECIPES],
+                   help="preset of the options below, which override it: auto (the recipe that wins on the "
+                        "hardware found: default on a CPU, finetune on a GPU or TPU), default (partial "
+                        "fine-tune of Lite0, the best found on a CPU), tutorial (the competition notebook: "
+                        "frozen VGG16, Adam, its schedule), linear (head on frozen features), finetune (every "
+                        "layer, affine augmentation). Values shown as default are the default recipe's")
     add_train_options(p, dataclasses.asdict(TrainConfig(**RECIPES["default"])), exclude_groups)
 
 
