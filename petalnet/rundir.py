@@ -75,9 +75,10 @@ class RunDir:
         if improved:
             checkpoint.save(state.best_checkpoint(), self.best)
         write_lines(state.history, os.path.join(self.path, "history.jsonl"))
-        checkpoint.save(state.last(), self.last)
+        self.save_last(state)
 
     def save_last(self, state) -> None:
+        """``last.pt``: where the run is (at an epoch's end, or inside one when stopped)."""
         if self.writer:
             checkpoint.save(state.last(), self.last)
 

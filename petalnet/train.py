@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import os
 import sys
@@ -85,7 +86,6 @@ def resume_state(run_dir: str) -> tuple[TrainConfig, dict | None]:
     checkpoint (config.json only) starts again from the beginning with its config."""
     run = RunDir(run_dir)
     if not os.path.isfile(run.last) and os.path.isfile(os.path.join(run_dir, "config.json")):
-        import json
         with open(os.path.join(run_dir, "config.json")) as fh:
             config, state = json.load(fh), None
         _say(f"{run_dir}: no checkpoint yet: starting it again from the beginning")
