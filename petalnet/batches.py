@@ -28,9 +28,10 @@ class ImageBatches:
         self.loader, self.prep, self.device = loader, prep, device
         self.batch_size, self.seed, self.rank, self.aug = batch_size, seed, rank, aug
         self.step_flips, self.augmenting = step_flips, aug.any()
+        self.steps = len(loader)   # a whole epoch's: the loader's length shrinks once a resume sets a start
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return self.steps
 
     def epoch(self, epoch: int, start_step: int):
         self.loader.sampler.set_epoch(epoch, start=start_step * self.batch_size)

@@ -40,9 +40,11 @@ def load(path: str) -> dict:
     try:
         with torch.serialization.safe_globals(LEGACY_GLOBALS):
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:   # weights_only refused a global: the file wants to run code
+    except pickle.UnpicklingError as e:   # weights_only refused a global (the file wants to run code), or junk
         lines = [s.strip() for s in str(e).splitlines() if s.strip()]
-        detail = next((s for s in lines if s.startswith(("Unsupported", "Can only", "Trying to"))), lines[-1])
+        detail = next((s for s in lines if s.startswith(("Unsupported global", "Can only", "Trying to"))), None)
+        if detail is None:   # not a pickle petalnet or torch wrote ("Unsupported operand 110": random bytes)
+            raise PetalnetError(f"{path}: not a readable checkpoint ({(lines or ['?'])[-1][:200]})") from None
         raise PetalnetError(f"{path}: refused: it holds Python objects, not just tensors and plain values "
                             f"({detail.split(' was not')[0][:160]}); petalnet never runs code from a "
                             "checkpoint") from None

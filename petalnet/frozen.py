@@ -165,7 +165,8 @@ def features_frozen(model: nn.Module, image_size: int) -> bool:
     model.eval()
     try:
         with torch.enable_grad():
-            return not model.forward_features(torch.zeros(1, 3, image_size, image_size)).requires_grad
+            device = next(model.parameters()).device   # the model may already be on the accelerator
+            return not model.forward_features(torch.zeros(1, 3, image_size, image_size, device=device)).requires_grad
     finally:
         model.train(training)
 
