@@ -47,10 +47,12 @@ def keep_freed_memory() -> bool:
 
 
 def device_type(accelerator: str = "auto") -> str:
-    """The kind of device ``--accelerator`` ends up on ('cpu', 'cuda', 'tpu', 'mps'), without starting Fabric."""
+    """The torch device type ``--accelerator`` ends up on ('cpu', 'cuda', 'xla', 'mps'), without starting Fabric."""
     if accelerator in ("gpu", "cuda"):
         return "cuda"
-    if accelerator in ("cpu", "tpu", "mps"):
+    if accelerator == "tpu":
+        return "xla"
+    if accelerator in ("cpu", "mps"):
         return accelerator
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -76,6 +78,9 @@ def make_fabric(accelerator: str = "auto", devices: int | str = 1, num_nodes: in
         from lightning.fabric import Fabric
     except ImportError:  # pragma: no cover - whichever is installed
         from lightning_fabric import Fabric
+    if accelerator == "tpu":   # TPU cores, or XLA's CPU backend (PJRT_DEVICE=CPU)
+        from petalnet import xla
+        return xla.make_fabric(devices, num_nodes)   # its precision: plan.compiled
     multi = num_nodes > 1 or (devices not in (1, "1", "auto"))
     try:
         return Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes,

@@ -40,7 +40,9 @@ class AugmentConfig:
 def flip_mask(indices: torch.Tensor, epoch: int, seed: int) -> torch.Tensor:
     """A coin per (sample, epoch, seed), the same whichever rank, worker or step sees the sample, so
     runs on 1 or N devices, and runs resumed mid-epoch, augment identically."""
-    h = (indices.long() * 0x9E3779B1 + epoch * 0x85EBCA77 + seed * 0xC2B2AE3D) & 0xFFFFFFFF
+    # one Python term, never 0 or 1 (+2**32 vanishes under the mask): XLA bakes 0 and 1 into the graph as
+    # constants, so epoch 0 with seed 0 would compile a graph of its own
+    h = (indices.long() * 0x9E3779B1 + (epoch * 0x85EBCA77 + seed * 0xC2B2AE3D + (1 << 32))) & 0xFFFFFFFF
     h = ((h ^ (h >> 15)) * 0x2C1B3C6D) & 0xFFFFFFFF
     return ((h ^ (h >> 12)) >> 7) & 1 == 1
 

@@ -6,6 +6,7 @@ views whose probabilities evaluation averages. Two kinds of each:
 - ``ImageBatches`` / ``ImageViews``: uint8 batches read from the records (a loader thread or worker
   processes), then on the device: flip coins, augmentation, normalisation (``accel.DevicePreprocess``);
 - ``CachedBatches`` / ``cache.FeatureCache.view_batches``: rows of the frozen part's cached outputs.
+On XLA (``_xla_sources``) the image sources read through ``xla.DeviceLoader`` with one batch shape.
 """
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import torch
 from petalnet.augment import flip_mask, step_generator, tta_views
 from petalnet.cache import FeatureCache
 from petalnet.data.loader import WithIndex, create_loader
+from petalnet.errors import PetalnetError
 from petalnet.frozen import Bottom, Features
 from petalnet.inference import CHUNK, prepare_for_cpu
+from petalnet.xla import DeviceLoader, Padded
 
 
 class ImageBatches:
@@ -78,12 +81,31 @@ def build_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size: int, p
                   background=plan.background)
     if plan.cached:
         return _cached_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep, common, say)
+    if plan.device == "xla":
+        return _xla_sources(plan, cfg, fabric, train_ds, val_ds, prep, common)
     keep = dict(pin_memory=plan.pin_memory, persistent_workers=plan.pin_memory and plan.workers > 0)
     train = create_loader(WithIndex(train_ds), cfg.batch_size, shuffle=True, seed=cfg.seed, pad=True,
                           flip=plan.flips == "loader", **keep, **common)
     val = val_ds and create_loader(val_ds, cfg.batch_size * 2, **keep, **common)
     return (ImageBatches(train, prep, fabric.device, batch_size=cfg.batch_size, seed=cfg.seed, rank=rank,
                          aug=cfg.augment(), step_flips=plan.flips == "step"),
+            val and ImageViews(val, prep, cfg.tta))
+
+
+def _xla_sources(plan, cfg, fabric, train_ds, val_ds, prep, common):
+    """Every batch one shape, so XLA compiles one training and one evaluation graph: training drops an
+    epoch's last partial batch (each epoch reshuffles, so no record is always left out), evaluation pads
+    its last batch with rows the metrics skip (``xla.Padded``); both uploaded by torch_xla's loader."""
+    train = create_loader(WithIndex(train_ds), cfg.batch_size, shuffle=True, seed=cfg.seed, pad=True,
+                          drop_last=True, **common)
+    if len(train) == 0:
+        raise PetalnetError(f"--batch-size {cfg.batch_size}: more than this device's {len(train.sampler)} "
+                            "training images; on XLA every batch is full (a smaller --batch-size)")
+    device = fabric.device
+    val = val_ds and DeviceLoader(Padded(create_loader(val_ds, cfg.batch_size * 2, **common), cfg.batch_size * 2),
+                                  device)
+    return (ImageBatches(DeviceLoader(train, device), prep, device, batch_size=cfg.batch_size, seed=cfg.seed,
+                         rank=fabric.global_rank, aug=cfg.augment(), step_flips=plan.flips == "step"),
             val and ImageViews(val, prep, cfg.tta))
 
 

@@ -5,9 +5,13 @@ import torch
 
 
 def confusion_matrix(targets: torch.Tensor, preds: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``cm[t, p]`` counts of true class t predicted as p (int64, on the inputs' device)."""
-    idx = targets.long() * num_classes + preds.long()
-    return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    """``cm[t, p]`` counts of true class t predicted as p (int64, on the inputs' device). Negative targets
+    (padding rows of a fixed-size batch) are not counted. Shapes do not depend on the values (no
+    ``bincount``, whose length does), so XLA compiles it once."""
+    valid = targets >= 0
+    idx = targets.long().clamp(min=0) * num_classes + preds.long()
+    cm = torch.zeros(num_classes * num_classes, dtype=torch.long, device=targets.device)
+    return cm.index_add_(0, idx, valid.long()).reshape(num_classes, num_classes)
 
 
 def per_class(cm: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -10,24 +10,26 @@ import torch
 
 
 class Meter:
-    """The epoch's loss sum and correct predictions, kept on the device (no host sync per step)."""
+    """The epoch's loss sum and correct predictions, kept on the device (no host sync per step). In float32
+    on XLA: TPUs have no float64 arithmetic."""
 
     def __init__(self, device):
-        self.loss = torch.zeros((), dtype=torch.float64, device=device)
-        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        dtype = torch.float32 if torch.device(device).type == "xla" else torch.float64
+        # made on the host and copied: on XLA a zeros op is a graph to compile, a copy is not
+        self.loss = torch.zeros((), dtype=dtype).to(device)
+        self.correct = torch.zeros((), dtype=torch.long).to(device)
         self.seen = 0
 
     def add(self, loss, logits, y) -> None:
-        self.loss += loss.detach().double() * len(y)
+        self.loss += loss.detach().to(self.loss.dtype) * len(y)
         self.correct += (logits.argmax(1) == y).sum()
         self.seen += len(y)
 
     def totals(self, fabric, before: dict | None, t0: float) -> dict:
         """The epoch's totals over all ranks, plus ``before`` (world totals saved before a resume)."""
-        sums = torch.tensor([self.loss.item(), self.correct.item(), self.seen], dtype=torch.float64,
-                            device=fabric.device)
+        sums = torch.tensor([self.loss.cpu().item(), self.correct.cpu().item(), self.seen], dtype=torch.float64)
         if fabric.world_size > 1:
-            sums = fabric.all_reduce(sums, reduce_op="sum")
+            sums = fabric.all_reduce(sums.to(fabric.device), reduce_op="sum").cpu()
         before = before or {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         return {"loss": before["loss"] + sums[0].item(), "correct": before["correct"] + int(sums[1].item()),
                 "seen": before["seen"] + int(sums[2].item()),

@@ -4,7 +4,7 @@ which part of the model is frozen and how it is computed, precision, compile.
 ``make_plan`` turns (config, device, model, data sizes) into a ``Plan``; config.json's ``resolved``
 section records it. ``batches.build_sources`` and ``step_module`` below realise it: the loop receives
 a batch source yielding device-ready ``(x, y)`` and the module to step, and tests nothing itself.
-A new path (XLA, say) is a new branch here and a new batch source, not an edit of the loop.
+A new path is a new branch here and a new batch source, not an edit of the loop (XLA: ``xla_plan``).
 
 Frozen parts (``frozen``):
 - ``cached-bottom``: ``--unfreeze-from K``: the stem and stages < K computed once per image and mirror
@@ -23,7 +23,9 @@ import os
 import torch
 from torch import nn
 
+from petalnet import xla
 from petalnet.cache import estimate_bytes, free_memory
+from petalnet.errors import OptionError
 from petalnet.frozen import Bottom, CPUFrozenBackbone, Features, Head, Top, features_frozen
 
 STEP_FRAMES = {"cached-bottom": "frozen bottom (stem + blocks[:{stage}])", "cached-features": "frozen backbone"}
@@ -69,6 +71,8 @@ def make_plan(cfg, device: torch.device, precision: str, world: int, model: nn.M
               images: int) -> Plan:
     """The path for ``model`` (frozen as the config says: ``frozen.freeze``) on ``device``; ``images``:
     how many this rank would cache (train and val shards)."""
+    if device.type == "xla":
+        return xla_plan(cfg, precision, world, model)
     cpu = device.type == "cpu"
     # threads: no inter-process copy of each batch, JPEGs decoded straight into it (on a GPU into pinned,
     # reused buffers); on a CPU one thread by default, beside the model's threads
@@ -100,9 +104,41 @@ def make_plan(cfg, device: torch.device, precision: str, world: int, model: nn.M
                 decode=cfg.decode, note=note)
 
 
+def xla_plan(cfg, precision: str, world: int, model: nn.Module) -> Plan:
+    """XLA (TPU cores, or PJRT_DEVICE=CPU): one graph per training step, compiled once. Batches have one
+    shape (the last partial training batch dropped, evaluation batches padded: ``batches.build_sources``),
+    come through torch_xla's parallel loader, and are mirrored and normalised on the device inside
+    the step's graph; bf16 is autocast in the step. No frozen-part cache (it is gathered by
+    data-dependent indices on the host) and no torch.compile (XLA compiles the graph itself)."""
+    refused = {"--compile (XLA compiles the step's graph itself)": cfg.compile,
+               "--decode gpu (nvJPEG is CUDA's)": cfg.decode == "gpu",
+               "--affine, --rrc, --color, --cutout, --mixup, --cutmix (their per-step random generators are "
+               "not XLA's; flips are; --recipe finetune sets --affine 1: add --affine 0)": cfg.augment().any(),
+               "--precision 16-mixed (TPUs run bf16: --precision bf16-mixed or 32)": "16" in precision
+               and "bf16" not in precision}
+    for what, given in refused.items():
+        if given:
+            raise OptionError(f"{what}: not available on XLA (--accelerator tpu)")
+    stage = getattr(model, "petalnet_frozen_stage", None)
+    frozen = stage is not None or getattr(model, "petalnet_frozen", False)
+    # PJRT_DEVICE=CPU: the XLA runtime's threads need the cores, one loader thread beside them (as the
+    # CPU path); a TPU VM (96 vCPUs for 8 cores) decodes in worker processes
+    threads = cfg.loader == "threads" or (cfg.loader == "auto" and cfg.workers is None and xla.cpu_backend())
+    count = cfg.workers if cfg.workers is not None else \
+        1 if threads else max(1, min(8, (os.cpu_count() or 2) // max(1, world)))
+    return Plan(device="xla", precision=precision, loader="threads" if threads else "workers",
+                workers=0 if threads else count, threads=count if threads else 0, background=False,
+                pin_memory=False, flips="step" if cfg.flip else "off", frozen="none", unfreeze_from=stage,
+                unfreeze_at=cfg.freeze_epochs or None, compile=None, decode="cpu",
+                note="on XLA the frozen part runs every step (no cache)" if frozen and cfg.cache_frozen else None)
+
+
 def compiled(plan: Plan, module: nn.Module) -> nn.Module:
     """``module`` as the plan runs it: eager, or torch.compile'd in the plan's mode. With CUDA graphs
-    (reduce-overhead) each call starts a new step, so the previous step's graph outputs may be reused."""
+    (reduce-overhead) each call starts a new step, so the previous step's graph outputs may be reused.
+    On XLA, under bf16 autocast when the plan's precision says so."""
+    if plan.device == "xla":
+        return xla.Autocast(module) if "bf16" in plan.precision else module
     if plan.compile is None:
         return module
     if "cudagraphs" not in plan.compile and plan.compile in ("reduce-overhead", "max-autotune"):

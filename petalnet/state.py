@@ -3,7 +3,8 @@
 ``last.pt`` (``RunState.last``): the model's and optimizer's state, the epoch and the step inside it
 (the position a resumed run continues from), the history, the best row so far, the epoch's partial
 totals when stopped inside it, and the random generators. ``best.pt`` (``RunState.best_checkpoint``):
-the model at its best epoch and that epoch's metrics. Both carry what inference needs (``meta``:
+the model at its best epoch and that epoch's metrics. Tensors are saved on the CPU, whatever device
+trained. Both carry what inference needs (``meta``:
 model name, classes, image size, normalisation, weights' source, TTA, the config).
 """
 from __future__ import annotations
@@ -28,12 +29,12 @@ class RunState:
     partial: dict | None = None        # world totals of the epoch so far, when stopped inside it
 
     def last(self) -> dict:
-        return {**self.meta, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {**self.meta, "model": _cpu(self.model.state_dict()), "optimizer": _cpu(self.optimizer.state_dict()),
                 "epoch": self.epoch, "step": self.step, "history": self.history, "best": self.best,
                 "accumulators": self.partial, "rng": checkpoint.rng_state()}
 
     def best_checkpoint(self) -> dict:
-        return {**self.meta, "model": self.model.state_dict(), "epoch": self.best["epoch"], "metrics": self.best}
+        return {**self.meta, "model": _cpu(self.model.state_dict()), "epoch": self.best["epoch"], "metrics": self.best}
 
     def restore(self, saved: dict) -> None:
         """Continue from a ``last`` checkpoint (``checkpoint.load_resume``; the random generators:
@@ -51,3 +52,15 @@ class RunState:
         if improved:
             self.best = dict(row)
         return improved
+
+
+def _cpu(tree):
+    """``tree`` (nested dicts, lists, tuples) with its tensors on the CPU: checkpoints from an XLA or CUDA
+    run load anywhere (an XLA tensor saved as such needs torch_xla to be read back)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.cpu()
+    if isinstance(tree, dict):
+        return type(tree)((k, _cpu(v)) for k, v in tree.items())
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_cpu(v) for v in tree)
+    return tree

@@ -255,9 +255,10 @@ def validate(fabric, module, batches, num_classes: int) -> dict:
         cm = fabric.all_reduce(cm, reduce_op="sum")
         loss = fabric.all_reduce(loss, reduce_op="sum")
     module.train(was_training)
+    cm = cm.cpu()   # the summary's masks and reads on the host: on XLA, a dozen small graphs otherwise
     s = metrics.summary(cm)
     n = cm.sum().item()
-    return {"val_loss": loss.item() / max(n, 1), "val_accuracy": s["accuracy"], "val_macro_f1": s["macro_f1"],
+    return {"val_loss": loss.cpu().item() / max(n, 1), "val_accuracy": s["accuracy"], "val_macro_f1": s["macro_f1"],
             "val_images": n}
 
 
