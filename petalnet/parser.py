@@ -34,7 +34,7 @@ def train_args(p: argparse.ArgumentParser, exclude_groups=()) -> None:
     from petalnet.recipes import RECIPES
     p.add_argument("--recipe", default="auto", choices=["auto", *RECIPES],
                    help="preset of the options below, which override it: auto (the recipe that wins on the "
-                        "hardware found: default on a CPU, finetune on a GPU or TPU), default (partial "
+                        "hardware found: default on a CPU or TPU, finetune on a GPU), default (partial "
                         "fine-tune of Lite0, the best found on a CPU), tutorial (the competition notebook: "
                         "frozen VGG16, Adam, its schedule), linear (head on frozen features), finetune (every "
                         "layer, affine augmentation). Values shown as default are the default recipe's")

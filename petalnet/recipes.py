@@ -51,10 +51,11 @@ def recipe_config(name: str, **overrides):
 
 
 # The recipe `--recipe auto` (the future default) picks per accelerator. One dict, set from measurements:
-# on CPU the default recipe (benchmarks/RESULTS.md, accuracy section: the best found for ~10 minutes
-# on 2 cores); on GPUs and TPUs the accelerator recipe, until the GPU accuracy table (issue 16,
-# benchmarks/bench_gpu.py --only accuracy) says otherwise.
-AUTO_RECIPES: dict[str, str] = {"cpu": "default", "cuda": "finetune", "tpu": "finetune", "mps": "default"}
+# On a CPU the default recipe (benchmarks/RESULTS.md, accuracy section: the best found for ~10 minutes
+# on 2 cores). On a GPU the accelerator recipe: on an H100 (issue 16, benchmarks/bench_gpu.py --only
+# accuracy) it won at 331 px (0.911 against 0.900 macro-F1) and tied at 224 px (0.905 each). On TPUs
+# the default recipe for now: finetune's affine augmentation has no XLA path yet (plan.xla_plan).
+AUTO_RECIPES: dict[str, str] = {"cpu": "default", "cuda": "finetune", "tpu": "default", "mps": "default"}
 
 
 def resolve_recipe(name: str | None, device_type: str) -> tuple[str, str]:

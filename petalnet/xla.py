@@ -26,7 +26,7 @@ def cpu_backend() -> bool:
 
 def _require_torch_xla():
     try:
-        import torch_xla   # noqa: F401
+        import torch_xla  # noqa: F401
         import torch_xla.runtime as xr
     except ImportError as e:
         raise OptionError(f"--accelerator tpu needs torch_xla ({e}); Kaggle's TPU VM image has it, elsewhere "

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from petalnet.cli import main
-from tests.conftest import PETALS, PETALS_192, ROOT, free_port
+from tests.conftest import PETALS_192, ROOT, free_port
 from tests.test_checkpoint import Payload, tiny_state, write_run
 
 # Runs each case as `python -m petalnet ARGS` would, in a forked child of one interpreter that imported
