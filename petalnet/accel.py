@@ -78,6 +78,7 @@ def make_fabric(accelerator: str = "auto", devices: int | str = 1, num_nodes: in
         from lightning.fabric import Fabric
     except ImportError:  # pragma: no cover - whichever is installed
         from lightning_fabric import Fabric
+    quiet_lightning()
     if accelerator == "tpu":   # TPU cores, or XLA's CPU backend (PJRT_DEVICE=CPU)
         from petalnet import xla
         return xla.make_fabric(devices, num_nodes)   # its precision: plan.compiled
@@ -88,6 +89,15 @@ def make_fabric(accelerator: str = "auto", devices: int | str = 1, num_nodes: in
     except (RuntimeError, ImportError, ValueError) as e:   # e.g. "No supported gpu backend found!"
         raise OptionError(f"--accelerator {accelerator} --devices {devices} --num-nodes {num_nodes}: not usable "
                           f"here ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
+
+
+def quiet_lightning() -> None:
+    """Lightning logs info lines ("Using bfloat16 Automatic Mixed Precision (AMP)") to stderr from its own
+    handler, ahead of whatever petalnet says next (an error line too); the run's first line states the
+    precision. Its warnings still show."""
+    import logging
+    for name in ("lightning_fabric", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def decode_on_device(encoded: list[torch.Tensor], device: torch.device) -> torch.Tensor:

@@ -68,19 +68,23 @@ class ImageViews:
     def __init__(self, loader, prep, tta: str):
         self.loader, self.prep, self.tta = loader, prep, tta
 
+    def __len__(self) -> int:
+        return len(self.loader)
+
     def __iter__(self):
         for images, labels in self.loader:
             yield tta_views(self.prep(images), self.tta), labels
 
 
-def build_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size: int, prep, say):
+def build_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size: int, prep, say, progress=None):
     """(training source, validation source or None) as ``plan`` says; a cached plan computes its cache
-    here (the first pass over the images)."""
+    here (the first pass over the images: a line before and after it, and ``progress``'s bar: see
+    ``pace.stage_progress``)."""
     rank, world = fabric.global_rank, fabric.world_size
     common = dict(rank=rank, world_size=world, num_workers=plan.workers, threads=plan.threads,
                   background=plan.background)
     if plan.cached:
-        return _cached_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep, common, say)
+        return _cached_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep, common, say, progress)
     if plan.device == "xla":
         return _xla_sources(plan, cfg, fabric, train_ds, val_ds, prep, common)
     keep = dict(pin_memory=plan.pin_memory, persistent_workers=plan.pin_memory and plan.workers > 0)
@@ -109,7 +113,7 @@ def _xla_sources(plan, cfg, fabric, train_ds, val_ds, prep, common):
             val and ImageViews(val, prep, cfg.tta))
 
 
-def _cached_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep, common, say):
+def _cached_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep, common, say, progress):
     dtype = torch.bfloat16 if "bf16" in plan.precision else torch.float16 if "16" in plan.precision else torch.float32
     split = (lambda m: Bottom(m, plan.unfreeze_from)) if plan.frozen == "cached-bottom" else Features
     bottom, chunk = split(model), None
@@ -120,9 +124,13 @@ def _cached_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep
     loaders = [create_loader(WithIndex(train_ds), cfg.batch_size * 2, pad=True, **common)]
     if val_ds:
         loaders.append(create_loader(val_ds, cfg.batch_size * 2, **common))
-    caches = [FeatureCache.build(bottom, loader, prep, fabric.autocast, dtype, chunk=chunk) for loader in loaders]
     part = f"frozen bottom (stem + blocks[:{plan.unfreeze_from}])" if plan.frozen == "cached-bottom" \
         else "frozen backbone"
+    say(f"caching the {part} for {len(train_ds)} train + {len(val_ds) if val_ds else 0} val images and their "
+        "mirrors: one pass, then the epochs read no images")
+    caches = [FeatureCache.build(bottom, loader, prep, fabric.autocast, dtype, chunk=chunk,
+                                 progress=progress and (lambda it, name=name: progress(it, f"caching {name}")))
+              for loader, name in zip(loaders, ("train", "val"))]
     say(f"{part} cached for {sum(len(c) for c in caches)} images and their mirrors in "
         f"{time.perf_counter() - t0:.0f}s ({sum(c.nbytes() for c in caches) / 2**20:.0f} MiB)")
     train = CachedBatches(caches[0], batch_size=cfg.batch_size, seed=cfg.seed, flips=plan.flips == "cache")
@@ -132,6 +140,9 @@ def _cached_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep
 class _CachedViews:
     def __init__(self, cache: FeatureCache, batch_size: int, tta: str):
         self.cache, self.batch_size, self.tta = cache, batch_size, tta
+
+    def __len__(self) -> int:
+        return -(-len(self.cache) // self.batch_size)
 
     def __iter__(self):
         return self.cache.view_batches(self.batch_size, self.tta)

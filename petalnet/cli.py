@@ -69,6 +69,9 @@ def _config_from_args(args, exclude=(), say: bool = True):
 
 
 def cmd_train(args) -> int:
+    # a line before torch, timm and Fabric load (seconds on a busy machine): the run has started
+    print(f"petalnet train: {'resuming ' + args.resume if args.resume else 'run folder ' + str(getattr(args, 'out', None))}",
+          flush=True)
     from petalnet.train import Stop, train
     cfg = _config_from_args(args, say=not args.resume)
     try:

@@ -89,6 +89,15 @@ def freeze(model: nn.Module, cfg) -> str | None:
     return note
 
 
+def effective_freezing(model: nn.Module, cfg) -> dict:
+    """The freezing options as ``freeze`` applied them to ``model``, for the config a run records: with
+    stages unfrozen (``unfreeze_from``) the backbone is not frozen whatever ``freeze_backbone`` said; a
+    partial fine-tune that fell back to the head has no ``unfreeze_from``. Applying them again gives
+    the same freezing (a resume)."""
+    stage = getattr(model, "petalnet_frozen_stage", None)
+    return {"unfreeze_from": stage, "freeze_backbone": False if stage is not None else cfg.freeze_backbone}
+
+
 def set_trainable_from(model: nn.Module, stage: int) -> None:
     """Freeze the stem and ``blocks[:stage]`` (kept in eval mode by ``models.train_mode``)."""
     for p in model.parameters():

@@ -104,8 +104,8 @@ def _tutorial_head(model: nn.Module, num_classes: int) -> nn.Module:
 def create_model(name: str, num_classes: int, *, pretrained: bool = True, weights: str | None = None,
                  drop_rate: float = 0.0) -> tuple[nn.Module, str]:
     """(model with a fresh ``num_classes`` head, where its weights came from)."""
-    if name not in timm.list_models() and not timm.is_model(name):
-        raise PetalnetError(f"unknown model {name!r}: any timm model name works (see timm.list_models())")
+    if not timm.is_model(name) and name not in timm.list_models():
+        raise PetalnetError(unknown_model(name))
     kwargs = dict(num_classes=num_classes, drop_rate=drop_rate)
     source = "random init"
     head_loaded = False
@@ -131,6 +131,15 @@ def create_model(name: str, num_classes: int, *, pretrained: bool = True, weight
         for p in head_parameters(model):
             nn.init.zeros_(p)
     return model, source
+
+
+def unknown_model(name: str) -> str:
+    """The line for a model name timm does not know, with the closest names it does."""
+    import difflib
+    close = difflib.get_close_matches(name.lower(), timm.list_models(), n=3, cutoff=0.75)
+    hint = (f"did you mean {close[0]}? " + (f"(also close: {', '.join(close[1:])}) " if close[1:] else "")) \
+        if close else ""
+    return f"unknown model {name!r}: {hint}any timm model name works (see timm.list_models())"
 
 
 def _create(name: str, *, what: str, **kwargs) -> nn.Module:

@@ -1,5 +1,7 @@
 """The instruments of the training loop: the epoch's totals kept on the device (``Meter``), steps and
-their steady rate and when to stop (``Pace``: a signal or --max-steps), and the progress bar."""
+their steady rate and when to stop (``Pace``: a signal or --max-steps), and progress: tqdm.auto's bar
+(a terminal's, or a Jupyter widget where stderr is no terminal) for caching, each epoch and validation
+on rank 0 of an interactive run; elsewhere the stages' own lines (train.py, batches.py) say it."""
 from __future__ import annotations
 
 import signal
@@ -93,27 +95,60 @@ class Signals:
             signal.signal(sig, old)
 
 
-class Bar:
-    """tqdm's bar for an epoch on rank 0 of a terminal run; silent elsewhere."""
+def interactive() -> bool:
+    """Whether bars are wanted: stderr is a terminal, or this runs in a Jupyter kernel (whose stderr is
+    no terminal; tqdm.auto draws a widget there)."""
+    if sys.stderr.isatty():
+        return True
+    ipython = sys.modules.get("IPython")   # never imported here: only a kernel that runs us has it
+    shell = ipython.get_ipython() if ipython and hasattr(ipython, "get_ipython") else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
-    def __init__(self, bar=None):
-        self.bar, self.t0 = bar, time.perf_counter()
+
+def stage_progress(quiet: bool, rank0: bool):
+    """``progress(iterable, desc)``: the iterable under tqdm.auto's bar (steps counted by ``len``) on rank
+    0 of an interactive run without --quiet; None elsewhere."""
+    if quiet or not rank0 or not interactive():
+        return None
+    from tqdm.auto import tqdm
+    return lambda it, desc: tqdm(it, desc=desc, total=len(it), leave=False, unit="batch", mininterval=0.5)
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class Bar:
+    """tqdm.auto's bar for an epoch (rank 0 of an interactive run; silent elsewhere): loss, LR, img/s,
+    and an estimate of the whole run's time left (this epoch's steps, the epochs after it at this
+    epoch's pace, and their validation at the last one's)."""
+
+    def __init__(self, bar=None, epochs_after: int = 0, val_seconds: float = 0.0):
+        self.bar, self.t0, self.start = bar, time.perf_counter(), bar.n if bar is not None else 0
+        self.epochs_after, self.val_seconds = epochs_after, val_seconds
 
     def advance(self, step: int, loss, lr: float, images: int) -> None:
         if self.bar is None:
             return
         self.bar.update(1)
         if step % 10 == 0:   # loss.item() waits for the device: every 10 steps only
-            self.bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}",
-                                 img_s=f"{images / (time.perf_counter() - self.t0):.0f}")
+            elapsed = time.perf_counter() - self.t0
+            per_step = elapsed / max(step - self.start, 1)
+            left = (self.bar.total - step) * per_step + self.epochs_after * (
+                self.bar.total * per_step + self.val_seconds) + self.val_seconds
+            self.bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", img_s=f"{images / elapsed:.0f}",
+                                 run_left=duration(left))
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
 
 
-def epoch_bar(cfg, fabric, total, initial, epoch) -> Bar:
-    if fabric.global_rank != 0 or cfg.quiet or not sys.stderr.isatty():
+def epoch_bar(cfg, fabric, total, initial, epoch, val_seconds: float = 0.0) -> Bar:
+    if fabric.global_rank != 0 or cfg.quiet or not interactive():
         return Bar()
-    from tqdm import tqdm
-    return Bar(tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, unit="step"))
+    from tqdm.auto import tqdm
+    return Bar(tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, unit="step"),
+               cfg.epochs - epoch - 1, val_seconds)

@@ -11,8 +11,9 @@ DESCRIPTION = "petalnet: train, evaluate and serve flower classifiers on competi
 
 EXAMPLES = """examples:
   petalnet demo                                    # built-in synthetic flowers, no download
-  petalnet inspect ../shared/data/petals-mini --verify
+  petalnet inspect DATA --verify                   # DATA: a folder of tfrecords-jpeg-SxS/, a split, a glob
   petalnet inspect DATA --json
+  petalnet train --data DATA --out runs/lite0      # the recipe for the hardware found
   petalnet convert my_photos/ out/ --size 224 --val-fraction 0.2
 """
 
@@ -185,7 +186,8 @@ def _add_report(sub) -> None:
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="a local web page and JSON API that name the flower in a photo",
                        description="Serves / (upload page), POST /api/predict (multipart field 'file'), "
-                                   "GET /api/health and the OpenAPI schema at /openapi.json (docs at /docs).")
+                                   "GET /api/health and the OpenAPI schema at /openapi.json; logs one line per "
+                                   "request (client, method, path, status, ms) on stderr.")
     p.add_argument("model", metavar="RUN_DIR|CHECKPOINT|MODEL.onnx")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000)

@@ -50,8 +50,8 @@ def run_report(run_dir: str, eval_dir: str | None, path: str) -> str:
     parts = ["<h2>Summary</h2>", _table([summary], [
         ("model", "model", ""), ("image_size", "image size", "d"), ("epochs", "epochs", "d"),
         ("best_epoch", "best epoch", "d"), ("best_val_macro_f1", "best val macro-F1", ".4f"),
-        ("best_val_accuracy", "best val accuracy", ".4f"), ("train_seconds", "train s", ".0f"),
-        ("train_images_per_second", "train img/s", ".0f")])]
+        ("best_val_accuracy", "best val accuracy", ".4f"), ("wall_seconds", "run wall s", ".0f"),
+        ("train_seconds", "epochs s", ".0f"), ("train_images_per_second", "train img/s", ".0f")])]
     parts += ["<h2>History</h2>", _table(history, [
         ("epoch", "epoch", "d"), ("lr", "lr", ".2e"), ("train_loss", "train loss", ".4f"),
         ("train_accuracy", "train acc", ".4f"), ("val_loss", "val loss", ".4f"), ("val_accuracy", "val acc", ".4f"),
@@ -64,9 +64,19 @@ def run_report(run_dir: str, eval_dir: str | None, path: str) -> str:
         parts += [f"<h2>Evaluation on {html.escape(m.get('split', ''))}</h2>", _table([m], [
             ("images", "images", "d"), ("accuracy", "accuracy", ".4f"), ("macro_f1", "macro-F1", ".4f"),
             ("macro_precision", "macro precision", ".4f"), ("macro_recall", "macro recall", ".4f")]),
-            _table(m["per_class"], [("class", "class", "d"), ("name", "name", ""), ("precision", "precision", ".3f"),
-                                    ("recall", "recall", ".3f"), ("f1", "F1", ".3f"), ("support", "support", "d")])]
+            "<p>Per class, weakest F1 first:</p>",
+            _table(sorted(m["per_class"], key=lambda r: r["f1"]), [
+                ("class", "class", "d"), ("name", "name", ""), ("precision", "precision", ".3f"),
+                ("recall", "recall", ".3f"), ("f1", "F1", ".3f"), ("support", "support", "d")])]
+        parts.append(_img(os.path.join(eval_dir, "per_class.png"), "Per-class F1 (weakest first) and the class "
+                                                                   "distribution"))
         parts.append(_img(os.path.join(eval_dir, "confusion.png"), "Confusion matrix"))
+        if m.get("confident_mistakes"):
+            parts += ["<h2>The most confident mistakes</h2>", _table(m["confident_mistakes"], [
+                ("id", "id", ""), ("predicted_name", "predicted", ""), ("probability", "its probability", ".3f"),
+                ("name", "true class", ""), ("true_probability", "true class's probability", ".3f")])]
+            parts.append(_img(os.path.join(eval_dir, "mistakes.png"), "The most confident mistakes: predicted "
+                                                                      "(probability) [true class (probability)]"))
         parts.append(_img(os.path.join(eval_dir, "examples.png"), "Examples: right (green) and wrong (red)"))
     parts += ["<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(config, indent=1))}</pre>"]
     return write_html(_page(f"petalnet run: {os.path.basename(os.path.abspath(run_dir))}",
@@ -81,8 +91,9 @@ def compare_report(rows: list[dict], images: list[tuple[str, str]], path: str) -
 COMPARE_COLUMNS = [("run", "run", ""), ("model", "model", ""), ("parameters", "parameters", ","),
                    ("image_size", "image size", "d"), ("epochs", "epochs", "d"),
                    ("best_val_macro_f1", "best val macro-F1", ".4f"), ("best_val_accuracy", "val accuracy", ".4f"),
-                   ("train_seconds", "train s", ".0f"), ("train_images_per_second", "train img/s", ".0f"),
-                   ("inference_images_per_second", "inference img/s", ".0f")]
+                   ("train_seconds", "train s (wall, caching included)", ".0f"),
+                   ("train_images_per_second", "train img/s", ".0f"),
+                   ("inference_images_per_second", "inference img/s (after a warm-up)", ".0f")]
 
 
 def report_run(run_dir: str, path: str, eval_dir: str | None = None, data: str | None = None) -> tuple[str, dict | None]:

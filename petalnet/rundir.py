@@ -82,13 +82,15 @@ class RunDir:
         if self.writer:
             checkpoint.save(state.last(), self.last)
 
-    def finish(self, summary: dict, history: list[dict], schedule, steps_per_epoch: int, title: str) -> None:
+    def finish(self, summary: dict, history: list[dict], schedule, steps_per_epoch: int, title: str,
+               label_smoothing: float = 0.0, head_lr_scale: float = 1.0) -> None:
         if not self.writer:
             return
         write_json(summary, os.path.join(self.path, "summary.json"))
         from petalnet.plots import plot_history, plot_schedule
-        plot_history(history, os.path.join(self.path, "curves.png"), title=title)
-        plot_schedule(schedule, steps_per_epoch, os.path.join(self.path, "lr.png"))
+        plot_history(history, os.path.join(self.path, "curves.png"), title=title, label_smoothing=label_smoothing,
+                     best_epoch=summary.get("best_epoch"))
+        plot_schedule(schedule, steps_per_epoch, os.path.join(self.path, "lr.png"), head_lr_scale=head_lr_scale)
 
 
 def is_run_folder(path: str) -> bool:

@@ -29,10 +29,10 @@ from petalnet.config import TrainConfig
 from petalnet.data.dataset import TFRecordImages
 from petalnet.data.discovery import discover
 from petalnet.errors import PetalnetError
-from petalnet.frozen import freeze, set_backbone_frozen, train_mode
+from petalnet.frozen import effective_freezing, freeze, set_backbone_frozen, train_mode
 from petalnet.models import create_model, normalization
 from petalnet.optim import build_optimizer, lr_schedule, set_lr
-from petalnet.pace import Meter, Pace, Signals, epoch_bar
+from petalnet.pace import Meter, Pace, Signals, duration, epoch_bar, stage_progress
 from petalnet.plan import Plan, compiled, make_plan, step_module
 from petalnet.rundir import RunDir
 from petalnet.state import RunState
@@ -60,12 +60,15 @@ class Training:
     criterion: object             # (logits, targets) -> loss
     image_size: int
     say: object
+    progress: object              # pace.stage_progress: bars for validation (None: no bars)
+    started: float                # perf_counter at the start, less the epochs' seconds before a resume
+    sources_seconds: float        # building the batch sources (the cache pass): counted in the first epoch
 
 
 def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     """Entry point for the CLI and for Python: a fresh run, or continue the run folder ``resume``.
     Returns the summary (``summarize``: the same keys however the run ended)."""
-    saved = None
+    saved, started = None, time.perf_counter()
     if resume:
         saved_cfg, saved = resume_state(resume)
         cfg = dataclasses.replace(saved_cfg, quiet=cfg.quiet, workers=cfg.workers)
@@ -78,7 +81,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
         data = cfg.data if isinstance(cfg.data, (list, tuple)) else [cfg.data]
         RunDir(cfg.out).prepare(cfg.force, [*data, *filter(None, [cfg.weights])])
     fabric.launch()
-    return fit(setup(fabric, cfg, saved))
+    return fit(setup(fabric, cfg, saved, started))
 
 
 def resume_state(run_dir: str) -> tuple[TrainConfig, dict | None]:
@@ -98,7 +101,7 @@ def resume_state(run_dir: str) -> tuple[TrainConfig, dict | None]:
     return cfg, state
 
 
-def setup(fabric, cfg: TrainConfig, resume: dict | None) -> Training:
+def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None = None) -> Training:
     rank0 = fabric.global_rank == 0
     say = _say if rank0 else (lambda line: None)
     if cfg.deterministic:
@@ -110,9 +113,12 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None) -> Training:
     image_size, world = cfg.image_size or data_size, fabric.world_size
     for ds in filter(None, (train_ds, val_ds)):   # JPEGs at most half as large as needed: reduced-scale decode
         ds.decode_size = image_size
+    if not resume:   # a line as each slow part is done (data, model): no long silence
+        say(f"{len(train_ds)} train / {len(val_ds) if val_ds else 0} val images at {image_size}px; loading {cfg.model}")
     model, source = create_model(cfg.model, cfg.num_classes, pretrained=cfg.pretrained, weights=cfg.weights)
     mean, std = normalization(model)
     say(freeze(model, cfg) or "")
+    cfg = dataclasses.replace(cfg, **effective_freezing(model, cfg))   # config.json: what is frozen, once
     model = model.to(fabric.device, memory_format=torch.channels_last)
     plan = make_plan(cfg, fabric.device, cfg.precision, world, model, image_size,
                      len(train_ds) // world + (len(val_ds) // world if val_ds else 0))
@@ -122,6 +128,7 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None) -> Training:
     state = RunState(meta, model, build_optimizer(cfg, model))
     if resume:
         state.restore(resume)
+    started = (started or time.perf_counter()) - sum(h["seconds"] for h in state.history)
     schedule = lr_schedule(cfg, world)
     run_dir = RunDir(cfg.out, writer=rank0)
     run_dir.open()
@@ -131,11 +138,12 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None) -> Training:
         "weights": source, "mean": mean, "std": std, "train_images": len(train_ds),
         "val_images": len(val_ds) if val_ds else 0, **plan.resolved()})
     if not resume:
-        say(f"{cfg.model} ({source}), {len(train_ds)} train / {len(val_ds) if val_ds else 0} val images at "
-            f"{image_size}px, {world} x {fabric.device.type}, global batch {cfg.batch_size * world}, "
+        say(f"{cfg.model} ({source}), {world} x {fabric.device.type}, global batch {cfg.batch_size * world}, "
             f"peak LR {schedule.peak:g} ({cfg.lr_schedule}), precision {cfg.precision}")
     prep = DevicePreprocess(fabric.device, mean, std, image_size)
-    batches, val = build_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep, say)
+    progress, t0 = stage_progress(cfg.quiet, rank0), time.perf_counter()
+    batches, val = build_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep, say, progress)
+    sources_seconds = time.perf_counter() - t0
     net = step_module(plan, model, image_size)
     module = fabric.setup_module(compiled(plan, net))
     state.optimizer = fabric.setup_optimizers(state.optimizer)
@@ -144,7 +152,7 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None) -> Training:
     mix = mixer(cfg.augment(), cfg.num_classes, cfg.label_smoothing)
     criterion = _soft_target_loss if mix else functools.partial(_hard_target_loss, smoothing=cfg.label_smoothing)
     return Training(fabric, cfg, plan, state, run_dir, net, module, state.optimizer, batches, val, schedule,
-                    mix or no_mixing, criterion, image_size, say)
+                    mix or no_mixing, criterion, image_size, say, progress, started, sources_seconds)
 
 
 def open_data(cfg: TrainConfig, device: torch.device):
@@ -177,12 +185,15 @@ def fit(t: Training) -> dict:
     fabric, cfg, state = t.fabric, t.cfg, t.state
     with Signals() as signals:
         pace = Pace(fabric, signals, cfg.max_steps, cfg.batch_size * fabric.world_size)
+        walls = []   # this process's epochs, training and validation: the estimate of the time left
         for epoch in range(state.epoch, cfg.epochs):
             if t.plan.unfreeze_at is not None and epoch >= t.plan.unfreeze_at and state.model.petalnet_frozen:
                 _unfreeze(t)
             train_mode(state.model)   # frozen layers stay in eval mode (validation set them all to eval)
             t0 = time.perf_counter()
             meter, step = train_epoch(t, epoch, state.step, pace)
+            if not walls:   # the images/s of the real pipeline: the cache pass is part of the first epoch
+                t0 -= t.sources_seconds
             totals = meter.totals(fabric, state.partial, t0)
             if not math.isfinite(totals["loss"]):
                 raise PetalnetError(_nan_message(t.run_dir, epoch, step))
@@ -197,15 +208,19 @@ def fit(t: Training) -> dict:
                    "train_accuracy": totals["correct"] / totals["seen"], "seconds": totals["seconds"],
                    "train_images_per_second": totals["seen"] / max(totals["seconds"], 1e-9)}
             if t.val is not None:
-                row.update(validate(fabric, t.net, t.val, cfg.num_classes))
+                tv = time.perf_counter()
+                row.update(validate(fabric, t.net, t.val, cfg.num_classes, t.progress))
+                row["val_seconds"] = time.perf_counter() - tv
             t.run_dir.end_epoch(state, state.end_epoch(row))
             fabric.barrier()
-            t.say(_epoch_line(row, cfg.epochs))
+            walls.append(time.perf_counter() - t0 - (t.sources_seconds if not walls else 0.0))
+            t.say(_epoch_line(row, cfg.epochs, state.history, (cfg.epochs - epoch - 1) * sum(walls) / len(walls)))
             if pace.max_steps_reached:
                 break
     summary = summarize(t, pace)
     t.run_dir.finish({k: v for k, v in summary.items() if k != "global_rank"}, state.history, t.schedule,
-                     len(t.batches), title=f"{cfg.model} at {t.image_size}px")
+                     len(t.batches), title=f"{cfg.model} at {t.image_size}px", label_smoothing=cfg.label_smoothing,
+                     head_lr_scale=cfg.head_lr_scale)
     if fabric.world_size > 1:
         last = state.history[-1]
         print(f"[rank {fabric.global_rank}] final val_macro_f1={last.get('val_macro_f1')} "
@@ -217,7 +232,8 @@ def fit(t: Training) -> dict:
 def train_epoch(t: Training, epoch: int, start: int, pace: Pace):
     """Steps of ``epoch`` from step ``start`` until its end or a stop: (the epoch's Meter, step reached)."""
     meter, steps = Meter(t.fabric.device), len(t.batches)
-    bar = epoch_bar(t.cfg, t.fabric, steps, start, epoch)
+    bar = epoch_bar(t.cfg, t.fabric, steps, start, epoch, t.state.history[-1].get("val_seconds", 0.0)
+                    if t.state.history else 0.0)
     step = start
     for x, y in t.batches.epoch(epoch, start):
         lr = t.schedule(epoch + step / steps)
@@ -238,14 +254,15 @@ def train_epoch(t: Training, epoch: int, start: int, pace: Pace):
 
 
 @torch.no_grad()
-def validate(fabric, module, batches, num_classes: int) -> dict:
+def validate(fabric, module, batches, num_classes: int, progress=None) -> dict:
     """Validation loss, accuracy, macro-F1 over every record exactly once, summed across ranks.
-    ``batches`` yields (list of views of a batch, labels); the views' probabilities are averaged."""
+    ``batches`` yields (list of views of a batch, labels); the views' probabilities are averaged.
+    ``progress``: a bar over the batches (``pace.stage_progress``)."""
     was_training = module.training
     module.eval()
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=fabric.device)
     loss = torch.zeros((), dtype=torch.float64, device=fabric.device)
-    for views, labels in batches:
+    for views, labels in progress(batches, "validate") if progress else batches:
         y = labels.to(fabric.device)
         with fabric.autocast():
             probs = sum(F.softmax(module(v).float(), dim=1) for v in views) / len(views)
@@ -270,7 +287,7 @@ def summarize(t: Training, pace: Pace, stopped_at: dict | None = None) -> dict:
     return {"model": t.cfg.model, "image_size": t.image_size, "epochs": len(history),
             "best_epoch": best.get("epoch"), "best_val_macro_f1": best.get("val_macro_f1"),
             "best_val_accuracy": best.get("val_accuracy"), "final": history[-1] if history else None,
-            "train_seconds": seconds,
+            "train_seconds": seconds, "wall_seconds": time.perf_counter() - t.started,
             "train_images_per_second": sum(h["train_images_per_second"] * h["seconds"] for h in history)
             / max(seconds, 1e-9), "steady_images_per_second": pace.steady_rate(), "stopped_at": stopped_at,
             "world_size": t.fabric.world_size, "weights": t.state.meta["weights_source"],
@@ -298,12 +315,19 @@ def _nan_message(run_dir: RunDir, epoch: int, step: int) -> str:
     return f"training loss became NaN/inf at epoch {epoch + 1}, step {step}: stopped; {kept} (try a lower --lr)"
 
 
-def _epoch_line(row: dict, epochs: int) -> str:
+def _epoch_line(row: dict, epochs: int, history: list[dict], left: float) -> str:
+    """The epoch's metrics; images/s of the run so far, the cache pass included (a cached epoch alone
+    runs on feature rows, thousands a second, which no image pipeline delivers); the time left."""
     line = f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
     if "val_macro_f1" in row:
         line += (f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} "
                  f"macro-F1 {row['val_macro_f1']:.4f}")
-    return line + f" | lr {row['lr']:.2e} | {row['train_images_per_second']:.0f} img/s, {row['seconds']:.0f}s"
+    seconds = sum(h["seconds"] for h in history)
+    rate = sum(h["train_images_per_second"] * h["seconds"] for h in history) / max(seconds, 1e-9)
+    line += f" | lr {row['lr']:.2e} | {rate:.0f} img/s over the run so far | epoch {row['seconds']:.0f}s"
+    if "val_seconds" in row:
+        line += f" + val {row['val_seconds']:.0f}s"
+    return line + (f" | about {duration(left)} left" if row["epoch"] < epochs else "")
 
 
 def _say(line: str) -> None:

@@ -108,3 +108,18 @@ def test_light_imports():
             "print(a, any(m.split('.')[0] in ('lightning', 'lightning_fabric') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_help_example_names_no_path_of_this_repository():
+    r = subprocess.run([sys.executable, "-m", "petalnet", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "../shared" not in r.stdout and "petalnet inspect DATA --verify" in r.stdout
+
+
+def test_error_after_fabric_starts_is_one_line_without_lightning_info(tmp_path):
+    """bf16 autocast made Lightning log "Using bfloat16 Automatic Mixed Precision (AMP)" before the error."""
+    r = subprocess.run([sys.executable, "-m", "petalnet", "train", "--data", str(tmp_path / "missing"), "--out",
+                        str(tmp_path / "run"), "--recipe", "linear", "--precision", "bf16-mixed", "--quiet"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr
+    assert "Automatic Mixed Precision" not in r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1 and "missing" in r.stderr and "Traceback" not in r.stderr

@@ -118,3 +118,11 @@ def test_frozen_lite0_on_petals_mini_reaches_080(petals, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["best_val_macro_f1"] >= 0.80, summary
     assert os.path.isfile(run / "checkpoints" / "best.pt")
+
+
+def test_mistyped_model_name_suggests_the_closest():
+    with pytest.raises(PetalnetError, match=r"unknown model 'efficentnet_b0': did you mean efficientnet_b0\?"):
+        create_model("efficentnet_b0", 10, pretrained=False)
+    with pytest.raises(PetalnetError, match=r"unknown model 'zzqx_net': any timm model") as e:
+        create_model("zzqx_net", 10, pretrained=False)
+    assert "did you mean" not in str(e.value)

@@ -95,10 +95,24 @@ def test_evaluate_outputs_and_metrics(run, synthetic, tmp_path, capsys):
     assert got["images"] == 120 and len(got["per_class"]) >= 6
     probs, labels = predict_dataset([load_predictor(run)], open_split(synthetic, "val"))
     assert got["macro_f1"] == pytest.approx(f1_score(labels, probs.argmax(1), average="macro"), abs=1e-9)
-    for name, min_side in (("confusion.png", 400), ("examples.png", 600)):
+    for name, min_side in (("confusion.png", 400), ("examples.png", 600), ("per_class.png", 300)):
         with Image.open(out / name) as img:
             assert img.format == "PNG" and min(img.size) >= min_side, (name, img.size)
-    assert json.loads((out / "metrics.json").read_text())["split"] == "val"
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["split"] == "val"
+    # the most confident mistakes: every wrong prediction at least as confident as the last one listed
+    preds, top = probs.argmax(1), probs.max(1)
+    wrong = np.flatnonzero(preds != labels)
+    mistakes = saved["confident_mistakes"]
+    assert len(mistakes) == min(12, len(wrong))
+    assert [m["probability"] for m in mistakes] == sorted((m["probability"] for m in mistakes), reverse=True)
+    for m in mistakes:
+        i = m["index"]
+        assert preds[i] == m["predicted"] != labels[i] == m["label"]
+        assert m["probability"] == pytest.approx(top[i]) and m["true_probability"] == pytest.approx(probs[i, labels[i]])
+    if mistakes:
+        assert sorted(top[wrong])[::-1][:len(mistakes)] == pytest.approx([m["probability"] for m in mistakes])
+        assert _png_ok(out / "mistakes.png", 200)
 
 
 def test_wrong_inputs_write_nothing(run, petals, synthetic, tmp_path, capsys):
@@ -195,7 +209,11 @@ def test_report_is_self_contained_and_renders(run, tmp_path):
     page = tmp_path / "report.html"
     assert main(["report", run, "--output", str(page)]) == 0
     text = page.read_text()
-    assert text.count("data:image/png;base64,") == 4   # curves, LR, confusion matrix, examples
+    with open(os.path.join(run, "eval-val", "metrics.json")) as fh:
+        mistakes = json.load(fh)["confident_mistakes"]
+    # curves, LR, per-class F1 and distribution, confusion matrix, (confident mistakes,) examples
+    assert text.count("data:image/png;base64,") == 5 + bool(mistakes)
+    assert "weakest F1 first" in text and (not mistakes or "most confident mistakes" in text)
     assert "macro-F1" in text and "<script" not in text and "https://" not in text
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if not browser:
@@ -211,3 +229,12 @@ def test_report_is_self_contained_and_renders(run, tmp_path):
         assert img.size == (1280, 1600) and hi - lo > 200   # text and plots, not a blank page
         inked = (np.asarray(img.convert("L")) < 250).mean()
         assert inked > 0.03, inked   # about 8 % for a report with its plots
+
+
+def test_confident_mistakes_most_confident_first():
+    from petalnet.evaluate import confident_mistakes
+    probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.03, 0.02, 0.95], [0.6, 0.4, 0.0]])
+    got = confident_mistakes(probs, np.array([1, 1, 0, 0]), ["a", "b", "c", "d"], k=5)
+    assert [(m["id"], m["label"], m["predicted"], m["probability"], m["true_probability"]) for m in got] == \
+        [("c", 0, 2, 0.95, 0.03), ("a", 1, 0, 0.9, 0.1)]
+    assert len(confident_mistakes(probs, np.array([1, 1, 0, 0]), list("abcd"), k=1)) == 1

@@ -7,6 +7,7 @@ so parallel requests share one forward pass and the event loop never waits on th
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from petalnet.predict import MAX_PIXELS, Predictor, inference_model, load_photo,
 
 PAGE = os.path.join(os.path.dirname(__file__), "page.html")
 ACCEPTED_TYPES = ("image/", "application/octet-stream")
+access_log = logging.getLogger("petalnet.access")
 
 
 class Batcher:
@@ -134,7 +136,10 @@ def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_p
         yield
         await batcher.stop()
 
-    app = FastAPI(title="petalnet", description="Names the flower species in a photo.", lifespan=lifespan)
+    # no /docs or /redoc: FastAPI's pages load Swagger UI / ReDoc from a CDN, blank offline; the schema
+    # itself is served at /openapi.json (any OpenAPI viewer reads it)
+    app = FastAPI(title="petalnet", description="Names the flower species in a photo.", lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.batcher = batcher
     app.add_middleware(BodyLimit, max_bytes=max_bytes + 64 * 1024)   # room for the form fields
 
@@ -152,6 +157,19 @@ def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_p
         if length and length.isdigit() and int(length) > max_bytes + 64 * 1024:   # room for the form fields
             return _error(413, f"upload of {int(length):,} bytes is over the limit of {max_bytes:,} bytes")
         return await call_next(request)
+
+    @app.middleware("http")   # added last: the outermost, so it sees the refusals above too
+    async def log_access(request: Request, call_next):
+        t0 = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:   # one line per request, the refused and the failed too
+            client = f"{request.client.host}:{request.client.port}" if request.client else "-"
+            access_log.info('%s "%s %s" %d %.1f ms', client, request.method, request.url.path, status,
+                            (time.perf_counter() - t0) * 1000)
 
     @app.get("/", response_class=HTMLResponse)
     async def page():
@@ -202,5 +220,12 @@ def serve(model_path: str, host: str = "127.0.0.1", port: int = 8000, max_upload
     check_options(port, max_upload_mb, max_batch)
     kwargs.update(max_bytes=int(max_upload_mb * 2 ** 20), max_batch=max_batch)
     predictor = load_predictor(model_path)
-    print(f"petalnet: serving {model_path} on http://{host}:{port}/ (API docs at /docs)", flush=True)
+    print(f"petalnet: serving {model_path} on http://{host}:{port}/ (API schema at /openapi.json; one line "
+          "per request on stderr)", flush=True)
+    if not access_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        access_log.addHandler(handler)
+        access_log.setLevel(logging.INFO)
+        access_log.propagate = False
     uvicorn.run(create_app(predictor, **kwargs), host=host, port=port, log_level="warning")

@@ -72,3 +72,18 @@ def test_parallel_requests_are_batched(client, daisy_jpeg):
     assert all(r["top"] == results[0]["top"] for r in results)
     sizes = client.app.state.batcher.batch_sizes
     assert sum(sizes) == 32 and max(sizes) > 1, sizes
+
+
+def test_no_cdn_docs_page_and_one_access_line_per_request(client, daisy_jpeg, caplog):
+    """FastAPI's /docs loads Swagger UI from a CDN (blank offline): not served; the schema is."""
+    import logging
+    with caplog.at_level(logging.INFO, logger="petalnet.access"):
+        assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
+        assert client.get("/openapi.json").status_code == 200
+        assert _post(client, daisy_jpeg).status_code == 200
+        assert _post(client, b"").status_code == 400
+    lines = [r.getMessage() for r in caplog.records if r.name == "petalnet.access"]
+    assert len(lines) == 5, lines
+    assert '"GET /docs" 404' in lines[0] and '"GET /openapi.json" 200' in lines[2]
+    assert '"POST /api/predict" 200' in lines[3] and '"POST /api/predict" 400' in lines[4]
+    assert all(line.endswith(" ms") for line in lines)
