@@ -16,17 +16,19 @@ import math
 import os
 import sys
 import time
+import types
 
 import torch
 import torch.nn.functional as F
 
 from petalnet import checkpoint, metrics
+from petalnet.api import Run, epoch_end
 from petalnet.accel import DevicePreprocess, keep_freed_memory, make_fabric, resolve_precision
 from petalnet.augment import TTA_VIEWS, mixer, no_mixing
 from petalnet.batches import build_sources
 from petalnet.config import TrainConfig
 from petalnet.data.dataset import TFRecordImages
-from petalnet.data.discovery import discover
+from petalnet.data.discovery import DEFAULT_SIZE, discover, resampled_from
 from petalnet.errors import PetalnetError
 from petalnet.frozen import freeze, set_backbone_frozen, train_mode
 from petalnet.models import create_model, normalization
@@ -59,11 +61,13 @@ class Training:
     criterion: object             # (logits, targets) -> loss
     image_size: int
     say: object
+    callbacks: tuple = ()         # epoch-end callbacks (petalnet.api): after each epoch's writes, outside the loop
 
 
-def train(cfg: TrainConfig, resume: str | None = None) -> dict:
-    """Entry point for the CLI and for Python: a fresh run, or continue the run folder ``resume``.
-    Returns the summary (``summarize``: the same keys however the run ended)."""
+def train(cfg: TrainConfig, resume: str | None = None, callbacks=()) -> dict:
+    """Entry point for the CLI (and ``petalnet.train``): a fresh run, or continue the run folder ``resume``.
+    Returns the summary (``summarize``: the same keys however the run ended). ``callbacks``: see
+    ``petalnet.api``."""
     saved = None
     if resume:
         saved_cfg, saved = resume_state(resume)
@@ -77,7 +81,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
         data = cfg.data if isinstance(cfg.data, (list, tuple)) else [cfg.data]
         RunDir(cfg.out).prepare(cfg.force, [*data, *filter(None, [cfg.weights])])
     fabric.launch()
-    return fit(setup(fabric, cfg, saved))
+    return fit(dataclasses.replace(setup(fabric, cfg, saved), callbacks=tuple(callbacks)))
 
 
 def resume_state(run_dir: str) -> tuple[TrainConfig, dict | None]:
@@ -106,7 +110,7 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None) -> Training:
     if fabric.device.type == "cpu":
         keep_freed_memory()   # else some runs page-fault every step's activations anew (a third of a step)
     fabric.seed_everything(cfg.seed, verbose=False)
-    train_ds, val_ds, data_size = open_data(cfg, fabric.device)
+    train_ds, val_ds, data_size = open_data(cfg, fabric.device, say)
     image_size, world = cfg.image_size or data_size, fabric.world_size
     for ds in filter(None, (train_ds, val_ds)):   # JPEGs at most half as large as needed: reduced-scale decode
         ds.decode_size = image_size
@@ -147,9 +151,11 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None) -> Training:
                     mix or no_mixing, criterion, image_size, say)
 
 
-def open_data(cfg: TrainConfig, device: torch.device):
-    """(train dataset, val dataset or None, the data's image size), labels checked against the head."""
-    src = discover(cfg.data)
+def open_data(cfg: TrainConfig, device: torch.device, say=lambda line: None):
+    """(train dataset, val dataset or None, the stored image size read), labels checked against the head.
+    ``--image-size`` (or the recipe's) picks the stored size; another is read and resampled, and ``say``
+    is told so (``discovery.discover``)."""
+    src = discover(cfg.data, cfg.image_size, DEFAULT_SIZE)
     if cfg.decode not in ("cpu", "gpu"):
         raise PetalnetError(f"--decode {cfg.decode}: choose cpu or gpu")
     if cfg.decode == "gpu" and device.type != "cuda":
@@ -169,7 +175,9 @@ def open_data(cfg: TrainConfig, device: torch.device):
         if len(labels) and (labels.min() < 0 or labels.max() >= cfg.num_classes):
             raise PetalnetError(f"{cfg.data}: labels range {labels.min()}..{labels.max()}, outside the model's "
                                 f"{cfg.num_classes} classes (--num-classes)")
-    return train_ds, val_ds, src.image_size or TFRecordImages(train_ds.paths[:1]).load(0)[0].shape[-1]
+    stored = src.image_size or TFRecordImages(train_ds.paths[:1]).load(0)[0].shape[-1]
+    say(src.note or (resampled_from(src.root, stored, cfg.image_size) if cfg.image_size not in (None, stored) else ""))
+    return train_ds, val_ds, stored
 
 
 def fit(t: Training) -> dict:
@@ -201,7 +209,7 @@ def fit(t: Training) -> dict:
             t.run_dir.end_epoch(state, state.end_epoch(row))
             fabric.barrier()
             t.say(_epoch_line(row, cfg.epochs))
-            if pace.max_steps_reached:
+            if epoch_end(t.callbacks, row, state.history) or pace.max_steps_reached:
                 break
     summary = summarize(t, pace)
     t.run_dir.finish({k: v for k, v in summary.items() if k != "global_rank"}, state.history, t.schedule,
@@ -308,3 +316,28 @@ def _epoch_line(row: dict, epochs: int) -> str:
 def _say(line: str) -> None:
     if line:
         print(line, flush=True)
+
+
+def notebook_train(data, out, recipe: str = "default", *, callbacks=(), **overrides) -> Run:
+    """``petalnet.train(data, out, recipe="default", **overrides)`` -> ``api.Run``: ``petalnet train``'s
+    options as keywords (TrainConfig's names: ``epochs=3, force=True``), with the same defaults as the
+    CLI for the same recipe (``recipe="auto"``: by the hardware, as the CLI). ``callbacks``: ``petalnet.api``."""
+    from petalnet.accel import device_type
+    from petalnet.recipes import recipe_config, resolve_recipe
+    name, reason = resolve_recipe(recipe, device_type(overrides.get("accelerator", "auto")))
+    if recipe in (None, "auto"):
+        _say(reason)
+    cfg = recipe_config(name, data=data if isinstance(data, (list, tuple)) else str(data), out=str(out), **overrides)
+    train(cfg, callbacks=callbacks)
+    return Run(cfg.out)
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this module makes ``petalnet.train`` (the package attribute) this module, so calling it
+    is the notebook API's entry point, ``petalnet.train(data, out, recipe=..., **overrides)``."""
+
+    def __call__(self, *args, **kwargs) -> Run:
+        return notebook_train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -18,7 +18,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from petalnet.config import above, at_least, at_most, check_number
 from petalnet.errors import PetalnetError
-from petalnet.predict import MAX_PIXELS, Predictor, inference_model, load_photo, predict_batches, top_entries
+from petalnet.predict import (MAX_PIXELS, Predictor, inference_model, inference_precision, load_photo,
+                              predict_batches, top_entries)
 
 PAGE = os.path.join(os.path.dirname(__file__), "page.html")
 ACCEPTED_TYPES = ("image/", "application/octet-stream")
@@ -27,8 +28,8 @@ ACCEPTED_TYPES = ("image/", "application/octet-stream")
 class Batcher:
     """Collects single images into batches for one model."""
 
-    def __init__(self, predictor: Predictor, max_batch: int = 16, max_wait: float = 0.005):
-        self.predictor, self.max_batch, self.max_wait = predictor, max_batch, max_wait
+    def __init__(self, predictor: Predictor, max_batch: int = 16, max_wait: float = 0.005, precision: str = "auto"):
+        self.predictor, self.max_batch, self.max_wait, self.precision = predictor, max_batch, max_wait, precision
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
         self.batch_sizes: list[int] = []   # recent batch sizes, for /api/health and tests
@@ -69,7 +70,7 @@ class Batcher:
                     fut.set_result(p)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        (probs, _), = predict_batches([self.predictor], [(batch, None)])
+        (probs, _), = predict_batches([self.predictor], [(batch, None)], precision=self.precision)
         return probs
 
 
@@ -122,14 +123,16 @@ class _TooLarge(Exception):
 
 
 def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_pixels: int = MAX_PIXELS,
-               max_batch: int = 16, top_k: int = 5) -> FastAPI:
-    batcher = Batcher(predictor, max_batch=max_batch)
+               max_batch: int = 16, top_k: int = 5, precision: str = "auto") -> FastAPI:
+    """``precision``: ``predict.inference_precision`` (auto: float32 on the CPU, as predict)."""
+    inference_precision(precision, torch.device("cpu"), [predictor])   # a bad value fails here, not per request
+    batcher = Batcher(predictor, max_batch=max_batch, precision=precision)
     name = os.path.basename(os.path.normpath(predictor.name))
 
     @asynccontextmanager
     async def lifespan(app):
         # the model is prepared for the CPU (batch norm folded, bf16) before the first request, not in it
-        await asyncio.to_thread(inference_model, predictor, torch.device("cpu"), "auto")
+        await asyncio.to_thread(inference_model, predictor, torch.device("cpu"), precision)
         await batcher.start()
         yield
         await batcher.stop()
