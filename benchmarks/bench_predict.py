@@ -2,7 +2,9 @@
 (read, decode, preprocess, model, softmax) with the model prepared for the CPU (`petalnet/inference.py`:
 batch norm folded, bf16 weights, chunks of 16), counting that preparation and not; the same pass with
 the eager model under bf16 autocast (how petalnet ran before), in fp32, and exported to ONNX
-(onnxruntime); and the whole `petalnet predict` command (process start, imports, model load, CSV).
+(onnxruntime); and the whole `petalnet predict` command (process start, imports, model load, CSV;
+`--precision auto`: float32 on a CPU). Then what bf16 changes: labels and largest probability difference
+against float32 on petals-mini val (the measured effect `--precision auto` avoids on a CPU).
 
 usage: python benchmarks/bench_predict.py [RUN_DIR] [--data PETALS_MINI] [--batch 64] [--workers N]
 Without RUN_DIR, a 1-epoch `linear` run of tf_efficientnet_lite0 at 192 px is trained first (the
@@ -59,9 +61,9 @@ def main() -> None:
               + (f"{args.workers} loader worker(s)" if args.workers else "1 loader thread")
               + f", {os.cpu_count()} CPUs", flush=True)
         rows = [("bf16, prepared for the CPU, preparation counted", rate(lambda: load_predictor(run), ds, args.batch,
-                                                                         args.workers, "auto", warm=False)),
-                ("bf16, prepared for the CPU, steady state", rate(lambda: p, ds, args.batch, args.workers, "auto")),
-                ("bf16 autocast, eager model (before)", rate(eager, ds, args.batch, args.workers, "auto")),
+                                                                         args.workers, "bf16", warm=False)),
+                ("bf16, prepared for the CPU, steady state", rate(lambda: p, ds, args.batch, args.workers, "bf16")),
+                ("bf16 autocast, eager model (before)", rate(eager, ds, args.batch, args.workers, "bf16")),
                 ("fp32, prepared for the CPU", rate(lambda: p, ds, args.batch, args.workers, "32"))]
         onnx = os.path.join(tmp, "model.onnx")
         subprocess.run([sys.executable, "-m", "petalnet", "export", run, "--output", onnx], check=True,
@@ -74,8 +76,14 @@ def main() -> None:
         subprocess.run(cmd + (["--workers", str(args.workers)] if args.workers else []), check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         rows.append(("`petalnet predict` command, start to end", len(ds) / (time.perf_counter() - t)))
+        val = open_split(args.data, "val")
+        from petalnet.predict import predict_dataset
+        fp32, _ = predict_dataset([p], val, batch_size=args.batch, workers=args.workers, precision="32")
+        bf16, _ = predict_dataset([p], val, batch_size=args.batch, workers=args.workers, precision="bf16")
     for name, r in rows:
         print(f"{name}: {r:.0f} img/s")
+    print(f"bf16 against float32 on val (the run's TTA): {(fp32.argmax(1) != bf16.argmax(1)).sum()} of {len(fp32)} "
+          f"labels differ, probabilities by up to {abs(fp32 - bf16).max():.3f}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ DEFAULT_DATA = os.path.dirname(os.path.dirname(_INPUT_DATA))
 
 def train_rate(data: str, workers: int, steps: int) -> float:
     from petalnet.recipes import recipe_config
-    from petalnet.train import train
+    from petalnet.engine import train
     with tempfile.TemporaryDirectory() as out:
         # cache_frozen=False: the steps read the records (cached, they would read no images at all)
         r = train(recipe_config("linear", data=data, out=os.path.join(out, "run"), workers=workers, quiet=True,

@@ -44,7 +44,7 @@ def main() -> None:
         model = args.model
         if not model:
             from petalnet.data.synthetic import synthetic_data
-            from petalnet.train import TrainConfig, train
+            from petalnet.engine import TrainConfig, train
             model = os.path.join(tmp, "run")
             train(TrainConfig(data=synthetic_data(128), out=model, epochs=1, quiet=True))
         with socket.socket() as s:

@@ -34,7 +34,7 @@ from petalnet.accel import keep_freed_memory, make_fabric, resolve_precision
 from petalnet.frozen import CPUFrozenBackbone
 from petalnet.frozen import set_backbone_frozen, train_mode
 from petalnet.models import create_model
-from petalnet.train import TrainConfig, train
+from petalnet.engine import TrainConfig, train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data", "petals-mini")

@@ -72,7 +72,7 @@ def cmd_train(args) -> int:
     # a line before torch, timm and Fabric load (seconds on a busy machine): the run has started
     print(f"petalnet train: {'resuming ' + args.resume if args.resume else 'run folder ' + str(getattr(args, 'out', None))}",
           flush=True)
-    from petalnet.train import Stop, train
+    from petalnet.engine import Stop, train
     cfg = _config_from_args(args, say=not args.resume)
     try:
         summary = train(cfg, resume=args.resume)
@@ -112,21 +112,21 @@ def _predictors(args):
     return [load_predictor(m, args.device) for m in [args.model, *(args.ensemble or [])]]
 
 
-def _split(args, labeled: bool | None):
+def _split(args, labeled: bool | None, predictors):
     from petalnet.predict import inference_split
     return inference_split(args.data, args.split, args.default_split, image_size=args.image_size, labeled=labeled,
                            skip_bad=args.skip_bad, image_key=args.image_key, label_key=args.label_key,
-                           id_key=args.id_key)
+                           id_key=args.id_key, model_size=predictors[0].image_size)
 
 
 def cmd_evaluate(args) -> int:
     from petalnet.evaluate import SUMMARY_KEYS, default_out, evaluate_split, format_evaluation
     predictors = _predictors(args)
-    name, ds = _split(args, None)
+    name, ds = _split(args, None, predictors)
     out = args.out or default_out(args.model, name)
     result = evaluate_split(predictors, ds, name, out, data=args.data, label_key=args.label_key,
                             batch_size=args.batch_size, tta=args.tta, weights=args.ensemble_weights,
-                            workers=args.workers, progress=_progress(), device=args.device)
+                            workers=args.workers, progress=_progress(), device=args.device, precision=args.precision)
     if args.json:
         print(json.dumps({k: result[k] for k in SUMMARY_KEYS} | {"per_class": result["per_class"]}, indent=1))
     else:
@@ -139,7 +139,7 @@ def cmd_predict(args) -> int:
     predictors = _predictors(args)
     if args.photos:
         results = top_k(predictors, args.photos, k=args.top_k, tta=args.tta, weights=args.ensemble_weights,
-                        device=args.device)
+                        device=args.device, precision=args.precision)
         answers, errors = format_top_k(results, args.json)
         if answers:
             print(answers)
@@ -148,9 +148,10 @@ def cmd_predict(args) -> int:
         return 1 if errors else 0
     if not args.data:
         raise PetalnetError("predict needs --data DATA (a split to submit) or photo files")
-    name, ds = _split(args, False)
+    name, ds = _split(args, False, predictors)
     ids = submit(predictors, ds, args.output, probs_path=args.probs, batch_size=args.batch_size, tta=args.tta,
-                 weights=args.ensemble_weights, workers=args.workers, progress=_progress(), device=args.device)
+                 weights=args.ensemble_weights, workers=args.workers, progress=_progress(), device=args.device,
+                 precision=args.precision)
     print(f"{args.output}: {len(ids)} rows (split '{name}', TTA {tta_mode(args.tta, predictors)}"
           + (f", ensemble of {len(predictors)}" if len(predictors) > 1 else "") + ")")
     return 0
@@ -181,7 +182,8 @@ def cmd_report(args) -> int:
 
 def cmd_serve(args) -> int:
     from petalnet.serve.app import serve
-    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, max_batch=args.max_batch)
+    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, max_batch=args.max_batch,
+          precision=args.precision)
     return 0
 
 

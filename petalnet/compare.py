@@ -37,7 +37,7 @@ def compare(runs: list[str], out: str, *, data: str | None = None, split: str = 
         summary, history, config = _run_files(run)
         name = os.path.basename(os.path.abspath(run))
         predictor = load_predictor(run)
-        ds = open_split(data or config["data"], split)
+        ds = open_split(data or config["data"], split, image_size=predictor.image_size)   # several stored: the run's
         labels, _ = ds.metadata()
         check_labels(predictor.num_classes, labels, f"{data or config['data']} ({split})")
         warm_up(predictor, ds)
@@ -94,7 +94,7 @@ def train_models(base, models: list[str], out: str) -> list[str]:
     OUT/<model>; returns the run folders."""
     import dataclasses
 
-    from petalnet.train import train
+    from petalnet.engine import train
     os.makedirs(out, exist_ok=True)
     runs = []
     for model in models:

@@ -91,7 +91,11 @@ class TrainConfig:
                                 negate="--no-cache-frozen")
     head_lr_scale: float = option(1.0, "the head's LR as a multiple of --lr (layer-wise LR)", MODEL, type=float,
                                   rules=(above(0),))
-    image_size: int | None = option(None, "train/eval size, resized on the device (default: the data's)", OPT,
+    image_size: int | None = option(None, "the stored tfrecords-jpeg-SxS size to read and to train at; a size "
+                                    "not stored is read from the nearest stored size above it (else the "
+                                    "largest) and resized on the device, said in one line (default: the "
+                                    "recipe's; without one, the data's, of several the nearest to 224 at or "
+                                    "above it)", OPT,
                                     type=int, rules=(at_least(16), at_most(MAX_IMAGE_SIZE)))
     epochs: int = option(8, "", OPT, type=int, rules=(at_least(1),))
     batch_size: int = option(32, "per device; the global batch is this x devices x nodes", OPT, type=int,

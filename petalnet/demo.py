@@ -11,7 +11,7 @@ def demo(out: str, *, image_size: int = 128, epochs: int = 3, seed: int = 0, for
     from petalnet.data.discovery import discover
     from petalnet.data.summary import format_summary, open_splits, sample_grid, summarize, verify
     from petalnet.data.synthetic import synthetic_data
-    from petalnet.train import TrainConfig, train
+    from petalnet.engine import TrainConfig, train
     root = synthetic_data(image_size, seed=seed)
     print(f"synthetic flowers: {root}")
     src = discover(root)

@@ -21,7 +21,8 @@ def export_onnx(run: str, output: str, opset: int = 17) -> str:
         proto = onnx.load(tmp)
         meta = {"petalnet.image_size": str(p.image_size), "petalnet.mean": json.dumps(list(p.mean)),
                 "petalnet.std": json.dumps(list(p.std)), "petalnet.num_classes": str(p.num_classes),
-                "petalnet.model_name": p.model_name, "petalnet.input": "NCHW float32, (x/255 - mean) / std"}
+                "petalnet.model_name": p.model_name, "petalnet.input": "NCHW float32, (x/255 - mean) / std",
+                "petalnet.tta": p.tta}   # predict and serve apply the run's views to the ONNX model too
         for k, v in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = k, v

@@ -28,6 +28,9 @@ class OnnxModel:
         self.mean, self.std = tuple(json.loads(meta["petalnet.mean"])), tuple(json.loads(meta["petalnet.std"]))
         self.num_classes = int(meta["petalnet.num_classes"])
         self.model_name = meta.get("petalnet.model_name", "onnx")
+        self.tta = meta.get("petalnet.tta", "none")   # files exported before the key: no views recorded
+        if self.tta not in ("none", "flip", "full"):
+            raise PetalnetError(f"{path}: metadata petalnet.tta is {self.tta!r}, not none, flip or full")
         self.input = self.session.get_inputs()[0].name
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,9 @@ def predict_args(p: argparse.ArgumentParser, default_split: str) -> None:
     p.add_argument("model", metavar="RUN_DIR|CHECKPOINT", help="a run folder (its best checkpoint) or a .pt file")
     p.add_argument("--data", help="DATA in any layout `petalnet inspect` takes")
     p.add_argument("--split", help=f"split to use (default: {default_split}, or the only one)")
-    p.add_argument("--image-size", type=int, help="pick tfrecords-jpeg-SxS when DATA holds several sizes")
+    p.add_argument("--image-size", type=int, help="the stored tfrecords-jpeg-SxS size to read (not stored: the "
+                                                   "nearest above, else the largest, said in one line); the model "
+                                                   "runs at its own size. Default: of several, the model's")
     p.add_argument("--tta", nargs="?", const="full", choices=["none", "flip", "full"],
                    help="average predictions over views: none, flip (the image and its mirror), full (and a "
                         "centre zoom; bare --tta). Default: what the run was validated with (its config's tta)")
@@ -58,8 +60,15 @@ def predict_args(p: argparse.ArgumentParser, default_split: str) -> None:
                                                 "loader thread; on a GPU up to 8)")
     p.add_argument("--device", default="auto", help="where the model runs: auto (a CUDA GPU if visible, else the "
                                                     "CPU), cpu, cuda, cuda:N (default: auto)")
+    precision_arg(p)
     p.set_defaults(default_split=default_split)
     data_args(p)
+
+
+def precision_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", default="auto", choices=["auto", "32", "bf16"],
+                   help="auto: float32 on a CPU (the same labels as the exported ONNX model and on any CPU), "
+                        "bf16 autocast on a CUDA GPU; 32 or bf16 to choose (default: auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +100,8 @@ def _add_inspect(sub) -> None:
                        description="DATA: the folder holding tfrecords-jpeg-SxS/, one tfrecords-jpeg-SxS folder, "
                                    "a split folder, a glob or a file; local or an fsspec URL (gs://, s3://, https://).")
     p.add_argument("data", nargs="+", metavar="DATA")
-    p.add_argument("--image-size", type=int, help="pick tfrecords-jpeg-SxS when DATA holds several sizes")
+    p.add_argument("--image-size", type=int, help="pick tfrecords-jpeg-SxS when DATA holds several sizes (not "
+                                                   "stored: the nearest above, else the largest, said in one line)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--verify", action="store_true",
                    help="read every record, check every checksum and decode every image")
@@ -193,6 +203,7 @@ def _add_serve(sub) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=20, help="largest upload accepted (default: 20)")
     p.add_argument("--max-batch", type=int, default=16, help="requests answered by one forward pass at most")
+    precision_arg(p)
     p.set_defaults(command="serve")
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from petalnet import checkpoint, metrics
 from petalnet.atomic import atomic_path
-from petalnet.accel import DevicePreprocess, cpu_supports_bf16, keep_freed_memory
+from petalnet.accel import DevicePreprocess, keep_freed_memory
 from petalnet.augment import TTA_VIEWS, tta_views
 from petalnet.classes import CLASSES
 from petalnet.data.images import MAX_PIXELS  # serve imports it from here
@@ -89,7 +89,7 @@ def load_predictor(path: str, device: torch.device | None = None) -> Predictor:
     if str(path).endswith(".onnx"):
         from petalnet.onnx_model import OnnxModel
         m = OnnxModel(path)
-        return Predictor(path, m, m.num_classes, m.image_size, m.mean, m.std, m.model_name)
+        return Predictor(path, m, m.num_classes, m.image_size, m.mean, m.std, m.model_name, m.tta)
     file = os.path.join(path, "checkpoints", "best.pt") if os.path.isdir(path) else path
     state = checkpoint.load_model(file)
     model, _ = create_model(state["model_name"], state["num_classes"], pretrained=False)
@@ -99,19 +99,36 @@ def load_predictor(path: str, device: torch.device | None = None) -> Predictor:
                      state["model_name"], state.get("tta", "none"))
 
 
+PRECISIONS = ("auto", "32", "bf16")
+
+
+def inference_precision(precision: str, device: torch.device, predictors=()) -> str:
+    """'32' or 'bf16' for ``--precision`` on ``device``. 'auto': float32 on a CPU (the labels of an
+    exported ONNX model and of any other CPU; bf16 changed 18 of 773 petals-mini val labels of a Lite0 run,
+    benchmarks/bench_predict.py, for 1.7x the img/s),
+    bf16 autocast on a CUDA GPU. bf16 with an ONNX model (float32 in onnxruntime) is an OptionError."""
+    if precision not in PRECISIONS:
+        raise OptionError(f"--precision {precision}: choose {', '.join(PRECISIONS)}")
+    from petalnet.onnx_model import OnnxModel
+    if precision == "bf16" and any(isinstance(p.model, OnnxModel) for p in predictors):
+        raise OptionError("--precision bf16: an ONNX model runs in float32 (onnxruntime); use auto or 32")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "32"
+    return precision
+
+
 def _autocast(device: torch.device, precision: str):
-    """bf16 autocast where it is fast (precision 'auto'), or none ('32')."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision != "32")
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision != "32" and cpu_supports_bf16())
+    """bf16 autocast (``precision`` 'bf16', as resolved by ``inference_precision``), or none ('32')."""
+    return torch.autocast("cuda" if device.type == "cuda" else "cpu", dtype=torch.bfloat16,
+                          enabled=precision == "bf16")
 
 
 def inference_model(p: Predictor, device: torch.device, precision: str):
-    """What runs ``p``'s forward: on a CPU, a ``CPUInferenceModel`` (prepared once per predictor,
-    ~0.15 s for Lite0), elsewhere the model itself (under autocast)."""
+    """What runs ``p``'s forward: on a CPU, a ``CPUInferenceModel`` (prepared once per predictor and
+    precision, ~0.15 s for Lite0; bf16 weights for 'bf16'), elsewhere the model itself (under autocast)."""
     if device.type != "cpu" or not isinstance(p.model, torch.nn.Module):
         return p.model
-    bf16 = precision != "32" and cpu_supports_bf16()
+    bf16 = inference_precision(precision, device, [p]) == "bf16"
     if bf16 not in p.cpu_models:
         keep_freed_memory()
         p.cpu_models[bf16] = CPUInferenceModel(p.model, p.image_size, bf16)
@@ -132,6 +149,7 @@ def predict_batches(predictors: list[Predictor], batches, *, tta: bool | str | N
     check_weights(weights, len(predictors))
     w = torch.tensor(weights or [1.0] * len(predictors), dtype=torch.float64)
     w = (w / w.sum()).tolist()
+    precision = inference_precision(precision, device, predictors)
     preps = [DevicePreprocess(device, p.mean, p.std, p.image_size) for p in predictors]
     mode = tta_mode(tta, predictors)
     n = len(TTA_VIEWS[mode])
@@ -245,7 +263,7 @@ def top_entries(probs: torch.Tensor, k: int) -> list[tuple[int, str, float]]:
 
 
 def top_k(predictors, photo_paths: list[str], k: int = 5, tta: bool | str | None = None, weights=None,
-          device: torch.device | None = None):
+          device: torch.device | None = None, precision: str = "auto"):
     """Per photo: (path, [(class, name, probability), ...]) or (path, PetalnetError)."""
     size = max(p.image_size for p in predictors)
     results = []
@@ -255,18 +273,28 @@ def top_k(predictors, photo_paths: list[str], k: int = 5, tta: bool | str | None
         except PetalnetError as e:
             results.append((path, e))
             continue
-        (probs, _), = predict_batches(predictors, [(img[None], [path])], tta=tta, weights=weights, device=device)
+        (probs, _), = predict_batches(predictors, [(img[None], [path])], tta=tta, weights=weights, device=device,
+                                      precision=precision)
         results.append((path, top_entries(probs[0], k)))
     return results
 
 
 def inference_split(data: str, split: str | None, default_split: str, *, image_size: int | None = None,
                     labeled: bool | None = None, skip_bad: bool = False, image_key: str = "image",
-                    label_key: str = "class", id_key: str = "id"):
-    """(split name, dataset) to predict or evaluate: ``split``, else the only one, else ``default_split``."""
+                    label_key: str = "class", id_key: str = "id", model_size: int | None = None):
+    """(split name, dataset) to predict or evaluate: ``split``, else the only one, else ``default_split``.
+    ``image_size`` picks the stored size (``discovery.discover``); without it, several stored sizes are
+    chosen from by ``model_size`` (the size the model runs at). A size read instead of the one asked for
+    is one warning line."""
+    import warnings
+
     from petalnet.data.dataset import TFRecordImages
-    from petalnet.data.discovery import discover
-    src = discover(data, image_size)
+    from petalnet.data.discovery import discover, resampled_from
+    src = discover(data, image_size, model_size)
+    if src.note and image_size and src.image_size and model_size not in (None, image_size):
+        src.note = resampled_from(src.root, src.image_size, image_size, src.stored_sizes, to=model_size)
+    if src.note:
+        warnings.warn(src.note, stacklevel=2)
     name = split or (next(iter(src.splits)) if len(src.splits) == 1 else default_split)
     ds = TFRecordImages(src.split(name), image_size=src.image_size, labeled=labeled, skip_bad=skip_bad,
                         image_key=image_key, label_key=label_key, id_key=id_key)

@@ -111,6 +111,7 @@ def report_run(run_dir: str, path: str, eval_dir: str | None = None, data: str |
             from petalnet.evaluate import evaluate_split
             from petalnet.predict import inference_split, load_predictor, resolve_device
             device = resolve_device("auto")
-            split, ds = inference_split(data, None, "val")
-            result = evaluate_split([load_predictor(run_dir, device)], ds, split, eval_dir, data=data, device=device)
+            predictor = load_predictor(run_dir, device)
+            split, ds = inference_split(data, None, "val", model_size=predictor.image_size)
+            result = evaluate_split([predictor], ds, split, eval_dir, data=data, device=device)
     return run_report(run_dir, eval_dir, path), result

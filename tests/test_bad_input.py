@@ -21,7 +21,7 @@ from tests.test_checkpoint import Payload, tiny_state, write_run
 # printed as the interpreter prints it: a traceback.
 DRIVER = r"""
 import json, os, runpy, signal, sys, traceback
-import torch, petalnet.cli, petalnet.train, petalnet.predict, petalnet.serve.app
+import torch, petalnet.cli, petalnet.engine, petalnet.predict, petalnet.serve.app
 cases, out = json.load(open(sys.argv[1])), sys.argv[2]
 codes = []
 for i, argv in enumerate(cases):

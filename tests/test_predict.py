@@ -13,7 +13,7 @@ from petalnet.data.dataset import open_split
 from petalnet.data.synthetic import synthetic_data
 from petalnet.errors import PetalnetError
 from petalnet.predict import load_photo, load_predictor, predict_batches, predict_dataset
-from petalnet.train import TrainConfig, train
+from petalnet.engine import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from petalnet.cli import main
 from petalnet.config import TrainConfig
 from petalnet.data.synthetic import synthetic_data
 from petalnet.rundir import RunDir, overlaps
-from petalnet.train import train
+from petalnet.engine import train
 
 TINY = dict(epochs=2, precision="32", workers=0, quiet=True, model="resnet10t", pretrained=False, lr=3e-3,
             image_size=32, batch_size=64, freeze_backbone=False)

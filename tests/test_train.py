@@ -15,7 +15,7 @@ from petalnet.cli import main
 from petalnet.data.synthetic import synthetic_data
 from petalnet.errors import PetalnetError
 from petalnet.schedules import Schedule
-from petalnet.train import TrainConfig, train
+from petalnet.engine import TrainConfig, train
 from tests.conftest import free_port
 
 # fields of a history row that must repeat exactly; timings never do

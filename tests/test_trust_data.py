@@ -18,7 +18,7 @@ from petalnet.data.loader import create_loader
 from petalnet.data.synthetic import synthetic_data
 from petalnet.errors import DataError, PetalnetError
 from petalnet.predict import Predictor, load_photo, load_predictor, predict_dataset
-from petalnet.train import TrainConfig, train
+from petalnet.engine import TrainConfig, train
 from tests.conftest import ROOT
 
 

@@ -1,5 +1,5 @@
 """Run by tests/test_xla.py and benchmarks/bench_xla.py with a Python that has torch_xla
-(``PETALNET_XLA_PYTHON``), as ``python tests/xla_run.py CONFIG_JSON OUT_JSON``: one ``petalnet.train.train``
+(``PETALNET_XLA_PYTHON``), as ``python tests/xla_run.py CONFIG_JSON OUT_JSON``: one ``petalnet.engine.train``
 of the TrainConfig fields in CONFIG_JSON, instrumented from outside the engine: after every training
 step and every validation, XLA's compile count and its ``aten::`` counters (operations that fell back to
 the CPU) are recorded, without a host sync of their own. OUT_JSON gets those and the summary.

@@ -3,6 +3,12 @@
 DATA may be the folder holding ``tfrecords-jpeg-SxS/`` folders, one ``tfrecords-jpeg-SxS``
 folder with ``train/ val/ test/``, one split folder of ``*.tfrec``, a glob, a single file, or a
 list of those (a list or glob may name the same files twice, to repeat them).
+
+Image sizes, the same in every command: ``image_size`` S picks the stored ``tfrecords-jpeg-SxS``
+folder; where S is not stored, the nearest stored size above S (else the largest) is read and resampled
+to S by the caller (``resampled_from``), and ``DataSource.note`` says so in one line. Without S, one
+stored size is simply read; several need ``default_size`` (train: the recipe's size, else
+``DEFAULT_SIZE``; predict/evaluate: the model's), chosen the same way, and the note says which.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from petalnet.errors import PetalnetError
 SIZE_DIR = re.compile(r"^tfrecords-jpeg-(\d+)x(\d+)$")
 SHARD_NAME = re.compile(r"^(\d+)-(\d+)x(\d+)-(\d+)\.tfrec(?:ord)?$")
 SPLIT_ORDER = ("train", "val", "test")
+DEFAULT_SIZE = 224   # several stored sizes and none asked for: ImageNet weights' native size (or the next above)
 
 
 @dataclasses.dataclass
@@ -25,6 +32,8 @@ class DataSource:
     image_size: int | None          # from folder or file names; None: the first image decides
     size_from: str                  # where image_size came from, for error messages
     splits: dict[str, list[str]]    # split name -> record files
+    stored_sizes: tuple = ()        # the tfrecords-jpeg-SxS sizes found side by side (when DATA held several)
+    note: str = ""                  # one line to show: the stored size read instead of the one asked for
 
     def split(self, name: str) -> list[str]:
         if name not in self.splits:
@@ -63,11 +72,33 @@ def _sorted_splits(found: dict[str, list[str]]) -> dict[str, list[str]]:
     return dict(sorted(found.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
 
 
-def discover(data: str | list[str], image_size: int | None = None) -> DataSource:
-    """Resolve DATA into splits of record files. ``image_size`` picks among several size folders."""
+def choose_size(stored, wanted: int) -> int:
+    """The stored size to read for ``wanted``: itself, else the nearest above it, else the largest."""
+    above = [s for s in stored if s >= wanted]
+    return min(above) if above else max(stored)
+
+
+def discover(data: str | list[str], image_size: int | None = None, default_size: int | None = None) -> DataSource:
+    """Resolve DATA into splits of record files. ``image_size`` picks among several size folders (or the
+    nearest, with a note: module docstring); ``default_size`` stands in for it when DATA holds several."""
+    src = _discover(data, image_size, default_size)
+    if image_size and src.image_size and src.image_size != image_size and not src.note:
+        src.note = resampled_from(src.root, src.image_size, image_size)
+    return src
+
+
+def resampled_from(root: str, stored: int, wanted: int, stored_sizes=(), to: int | None = None) -> str:
+    """The one line saying that ``wanted`` px images come from resampling ``stored`` px ones (to ``to`` px,
+    the model's size, where that is not ``wanted``)."""
+    sizes = ", ".join(map(str, sorted(stored_sizes or (stored,))))
+    return (f"{root}: no {wanted} px images (stored: {sizes} px): reading the {stored} px ones, resized to "
+            + (f"{wanted} px" if to in (None, wanted) else f"{to} px (the model's size)"))
+
+
+def _discover(data, image_size: int | None, default_size: int | None) -> DataSource:
     if isinstance(data, (list, tuple)):
         if len(data) == 1:
-            return discover(data[0], image_size)
+            return _discover(data[0], image_size, default_size)
         paths = [p for d in data for p in _expand_one(str(d))]
         return _single(", ".join(map(str, data)), {files.basename(_parent(paths[0])): paths})
     data = str(data)
@@ -79,14 +110,7 @@ def discover(data: str | list[str], image_size: int | None = None) -> DataSource
     entries = files.listdir(data)
     size_dirs = {int(m.group(1)): e for e in entries if (m := SIZE_DIR.match(files.basename(e))) and files.isdir(e)}
     if size_dirs:
-        if image_size is None and len(size_dirs) > 1:
-            raise PetalnetError(f"{data}: several image sizes ({', '.join(map(str, sorted(size_dirs)))}): "
-                                "choose one with --image-size")
-        size = image_size if image_size in size_dirs else (None if image_size else next(iter(size_dirs)))
-        if size is None:
-            raise PetalnetError(f"{data}: no tfrecords-jpeg-{image_size}x{image_size} folder "
-                                f"(found sizes {', '.join(map(str, sorted(size_dirs)))})")
-        return discover(size_dirs[size])
+        return _pick_size_dir(data, size_dirs, image_size, default_size)
     m = SIZE_DIR.match(files.basename(data))
     splits = {files.basename(e): recs for e in entries if files.isdir(e) and (recs := _records_in(e))}
     if splits:
@@ -101,6 +125,23 @@ def discover(data: str | list[str], image_size: int | None = None) -> DataSource
         src.image_size, src.size_from = int(m.group(1)), f"folder name {files.basename(data)}"
     else:
         _fill_size_from_names(src)
+    return src
+
+
+def _pick_size_dir(data: str, size_dirs: dict[int, str], image_size: int | None,
+                   default_size: int | None) -> DataSource:
+    sizes = ", ".join(map(str, sorted(size_dirs)))
+    wanted = image_size or (default_size if len(size_dirs) > 1 else None)
+    if wanted is None and len(size_dirs) > 1:
+        raise PetalnetError(f"{data}: several image sizes ({sizes}): choose one with --image-size")
+    size = choose_size(size_dirs, wanted) if wanted else next(iter(size_dirs))
+    src = _discover(size_dirs[size], None, None)
+    src.stored_sizes = tuple(sorted(size_dirs))
+    if image_size and size != image_size:
+        src.note = resampled_from(data, size, image_size, size_dirs)
+    elif not image_size and len(size_dirs) > 1:
+        src.note = (f"{data}: reading {files.basename(size_dirs[size])} (stored: {sizes} px; the nearest to "
+                    f"{wanted} px at or above it, else the largest; --image-size picks another)")
     return src
 
 

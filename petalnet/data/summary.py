@@ -141,6 +141,9 @@ def inspect(data, *, image_size: int | None = None, verify_all: bool = False, gr
     if augment and not grid:
         raise PetalnetError("--augment draws into the --grid FILE.png: give both")
     src = discover(data, image_size)
+    if src.note:   # a size read instead of the one asked for: said, never silent
+        import warnings
+        warnings.warn(src.note, stacklevel=2)
     datasets = open_splits(src, skip_bad=skip_bad, use_cache=not verify_all, **keys)
     summary = summarize(src, datasets)
     problems = verify(datasets, skip_bad=skip_bad, progress=progress) if verify_all else []

@@ -19,7 +19,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from petalnet.config import above, at_least, at_most, check_number
 from petalnet.errors import PetalnetError
-from petalnet.predict import MAX_PIXELS, Predictor, inference_model, load_photo, predict_batches, top_entries
+from petalnet.predict import (MAX_PIXELS, Predictor, inference_model, inference_precision, load_photo,
+                              predict_batches, top_entries)
 
 PAGE = os.path.join(os.path.dirname(__file__), "page.html")
 ACCEPTED_TYPES = ("image/", "application/octet-stream")
@@ -29,8 +30,8 @@ access_log = logging.getLogger("petalnet.access")
 class Batcher:
     """Collects single images into batches for one model."""
 
-    def __init__(self, predictor: Predictor, max_batch: int = 16, max_wait: float = 0.005):
-        self.predictor, self.max_batch, self.max_wait = predictor, max_batch, max_wait
+    def __init__(self, predictor: Predictor, max_batch: int = 16, max_wait: float = 0.005, precision: str = "auto"):
+        self.predictor, self.max_batch, self.max_wait, self.precision = predictor, max_batch, max_wait, precision
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
         self.batch_sizes: list[int] = []   # recent batch sizes, for /api/health and tests
@@ -71,7 +72,7 @@ class Batcher:
                     fut.set_result(p)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        (probs, _), = predict_batches([self.predictor], [(batch, None)])
+        (probs, _), = predict_batches([self.predictor], [(batch, None)], precision=self.precision)
         return probs
 
 
@@ -123,26 +124,8 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_pixels: int = MAX_PIXELS,
-               max_batch: int = 16, top_k: int = 5) -> FastAPI:
-    batcher = Batcher(predictor, max_batch=max_batch)
-    name = os.path.basename(os.path.normpath(predictor.name))
-
-    @asynccontextmanager
-    async def lifespan(app):
-        # the model is prepared for the CPU (batch norm folded, bf16) before the first request, not in it
-        await asyncio.to_thread(inference_model, predictor, torch.device("cpu"), "auto")
-        await batcher.start()
-        yield
-        await batcher.stop()
-
-    # no /docs or /redoc: FastAPI's pages load Swagger UI / ReDoc from a CDN, blank offline; the schema
-    # itself is served at /openapi.json (any OpenAPI viewer reads it)
-    app = FastAPI(title="petalnet", description="Names the flower species in a photo.", lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
-    app.state.batcher = batcher
-    app.add_middleware(BodyLimit, max_bytes=max_bytes + 64 * 1024)   # room for the form fields
-
+def _add_guards(app: FastAPI, max_bytes: int) -> None:
+    """The refusals every request passes (one ``{"error": ...}`` shape) and the access log."""
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
         # FastAPI's default is {"detail": [...]}; the API documents {"error": ...} for every refusal
@@ -170,6 +153,31 @@ def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_p
             client = f"{request.client.host}:{request.client.port}" if request.client else "-"
             access_log.info('%s "%s %s" %d %.1f ms', client, request.method, request.url.path, status,
                             (time.perf_counter() - t0) * 1000)
+
+
+def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_pixels: int = MAX_PIXELS,
+               max_batch: int = 16, top_k: int = 5, precision: str = "auto") -> FastAPI:
+    """``precision``: ``predict.inference_precision`` (auto: float32 on the CPU, as predict)."""
+    inference_precision(precision, torch.device("cpu"), [predictor])   # a bad value fails here, not per request
+    batcher = Batcher(predictor, max_batch=max_batch, precision=precision)
+    name = os.path.basename(os.path.normpath(predictor.name))
+
+    @asynccontextmanager
+    async def lifespan(app):
+        # the model is prepared for the CPU (batch norm folded, bf16) before the first request, not in it
+        await asyncio.to_thread(inference_model, predictor, torch.device("cpu"), precision)
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    # no /docs or /redoc: FastAPI's pages load Swagger UI / ReDoc from a CDN, blank offline; the schema
+    # itself is served at /openapi.json (any OpenAPI viewer reads it)
+    app = FastAPI(title="petalnet", description="Names the flower species in a photo.", lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    app.state.batcher = batcher
+    app.add_middleware(BodyLimit, max_bytes=max_bytes + 64 * 1024)   # room for the form fields
+
+    _add_guards(app, max_bytes)
 
     @app.get("/", response_class=HTMLResponse)
     async def page():

@@ -30,8 +30,8 @@ def test_several_sizes_need_a_choice(tmp_path, petals):
     with pytest.raises(PetalnetError, match=r"several image sizes \(192, 224\): choose one with --image-size"):
         discover(str(tmp_path))
     assert discover(str(tmp_path), 224).image_size == 224
-    with pytest.raises(PetalnetError, match="no tfrecords-jpeg-331x331 folder"):
-        discover(str(tmp_path), 331)
+    larger = discover(str(tmp_path), 331)   # not stored: the largest is read, and the note says so
+    assert larger.image_size == 224 and "no 331 px images (stored: 192, 224 px)" in larger.note
 
 
 def test_size_from_first_image_when_names_are_silent(tmp_path, petals):

@@ -5,7 +5,7 @@ import pytest
 
 from petalnet.data.dataset import open_split
 from petalnet.data.synthetic import synthetic_data
-from petalnet.train import TrainConfig, train
+from petalnet.engine import TrainConfig, train
 
 
 @pytest.fixture(scope="session")

@@ -69,7 +69,10 @@ def test_parallel_requests_are_batched(client, daisy_jpeg):
     client.app.state.batcher.batch_sizes.clear()
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         results = list(pool.map(lambda _: _post(client, daisy_jpeg).json(), range(32)))
-    assert all(r["top"] == results[0]["top"] for r in results)
+    # the same answer in any batch: float32 (--precision auto on a CPU) differs by batch size in the last bits
+    assert all([t["label"] for t in r["top"]] == [t["label"] for t in results[0]["top"]] for r in results)
+    assert max(abs(t["probability"] - u["probability"]) for r in results
+               for t, u in zip(r["top"], results[0]["top"])) < 1e-5
     sizes = client.app.state.batcher.batch_sizes
     assert sum(sizes) == 32 and max(sizes) > 1, sizes
 

@@ -22,12 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from petalnet import checkpoint, metrics
+from petalnet.callbacks import epoch_end
 from petalnet.accel import DevicePreprocess, keep_freed_memory, make_fabric, resolve_precision
 from petalnet.augment import TTA_VIEWS, mixer, no_mixing
 from petalnet.batches import build_sources
 from petalnet.config import TrainConfig
 from petalnet.data.dataset import TFRecordImages
-from petalnet.data.discovery import discover
+from petalnet.data.discovery import DEFAULT_SIZE, discover, resampled_from
 from petalnet.errors import PetalnetError
 from petalnet.frozen import effective_freezing, freeze, set_backbone_frozen, train_mode
 from petalnet.models import create_model, normalization
@@ -63,11 +64,13 @@ class Training:
     progress: object              # pace.stage_progress: bars for validation (None: no bars)
     started: float                # perf_counter at the start, less the epochs' seconds before a resume
     sources_seconds: float        # building the batch sources (the cache pass): counted in the first epoch
+    callbacks: tuple = ()         # epoch-end callbacks (petalnet.api): after each epoch's writes, outside the loop
 
 
-def train(cfg: TrainConfig, resume: str | None = None) -> dict:
-    """Entry point for the CLI and for Python: a fresh run, or continue the run folder ``resume``.
-    Returns the summary (``summarize``: the same keys however the run ended)."""
+def train(cfg: TrainConfig, resume: str | None = None, callbacks=()) -> dict:
+    """Entry point for the CLI (and ``petalnet.api.train``): a fresh run, or continue the run folder ``resume``.
+    Returns the summary (``summarize``: the same keys however the run ended). ``callbacks``: see
+    ``petalnet.api``."""
     saved, started = None, time.perf_counter()
     if resume:
         saved_cfg, saved = resume_state(resume)
@@ -81,7 +84,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
         data = cfg.data if isinstance(cfg.data, (list, tuple)) else [cfg.data]
         RunDir(cfg.out).prepare(cfg.force, [*data, *filter(None, [cfg.weights])])
     fabric.launch()
-    return fit(setup(fabric, cfg, saved, started))
+    return fit(dataclasses.replace(setup(fabric, cfg, saved, started), callbacks=tuple(callbacks)))
 
 
 def resume_state(run_dir: str) -> tuple[TrainConfig, dict | None]:
@@ -109,7 +112,7 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None =
     if fabric.device.type == "cpu":
         keep_freed_memory()   # else some runs page-fault every step's activations anew (a third of a step)
     fabric.seed_everything(cfg.seed, verbose=False)
-    train_ds, val_ds, data_size = open_data(cfg, fabric.device)
+    train_ds, val_ds, data_size = open_data(cfg, fabric.device, say)
     image_size, world = cfg.image_size or data_size, fabric.world_size
     for ds in filter(None, (train_ds, val_ds)):   # JPEGs at most half as large as needed: reduced-scale decode
         ds.decode_size = image_size
@@ -155,9 +158,11 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None =
                     mix or no_mixing, criterion, image_size, say, progress, started, sources_seconds)
 
 
-def open_data(cfg: TrainConfig, device: torch.device):
-    """(train dataset, val dataset or None, the data's image size), labels checked against the head."""
-    src = discover(cfg.data)
+def open_data(cfg: TrainConfig, device: torch.device, say=lambda line: None):
+    """(train dataset, val dataset or None, the stored image size read), labels checked against the head.
+    ``--image-size`` (or the recipe's) picks the stored size; another is read and resampled, and ``say``
+    is told so (``discovery.discover``)."""
+    src = discover(cfg.data, cfg.image_size, DEFAULT_SIZE)
     if cfg.decode not in ("cpu", "gpu"):
         raise PetalnetError(f"--decode {cfg.decode}: choose cpu or gpu")
     if cfg.decode == "gpu" and device.type != "cuda":
@@ -177,7 +182,9 @@ def open_data(cfg: TrainConfig, device: torch.device):
         if len(labels) and (labels.min() < 0 or labels.max() >= cfg.num_classes):
             raise PetalnetError(f"{cfg.data}: labels range {labels.min()}..{labels.max()}, outside the model's "
                                 f"{cfg.num_classes} classes (--num-classes)")
-    return train_ds, val_ds, src.image_size or TFRecordImages(train_ds.paths[:1]).load(0)[0].shape[-1]
+    stored = src.image_size or TFRecordImages(train_ds.paths[:1]).load(0)[0].shape[-1]
+    say(src.note or (resampled_from(src.root, stored, cfg.image_size) if cfg.image_size not in (None, stored) else ""))
+    return train_ds, val_ds, stored
 
 
 def fit(t: Training) -> dict:
@@ -215,7 +222,7 @@ def fit(t: Training) -> dict:
             fabric.barrier()
             walls.append(time.perf_counter() - t0 - (t.sources_seconds if not walls else 0.0))
             t.say(_epoch_line(row, cfg.epochs, state.history, (cfg.epochs - epoch - 1) * sum(walls) / len(walls)))
-            if pace.max_steps_reached:
+            if epoch_end(t.callbacks, row, state.history) or pace.max_steps_reached:
                 break
     summary = summarize(t, pace)
     t.run_dir.finish({k: v for k, v in summary.items() if k != "global_rank"}, state.history, t.schedule,

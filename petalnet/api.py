@@ -1,0 +1,140 @@
+"""The Python API, for notebooks (Kaggle, Jupyter), as Keras and timm users expect:
+
+    import petalnet
+    run = petalnet.train("petals", "runs/lite0", recipe="default", epochs=3)   # -> Run
+    run.history, run.summary                    # one dict per epoch; summary.json
+    run.evaluate("petals", split="val")         # {"accuracy", "macro_f1", ...}
+    run.predict("petals", split="test", output="submission.csv")
+    run = petalnet.load("runs/lite0")           # a finished (or stopped) run folder
+
+``petalnet.train`` takes the same options as ``petalnet train`` (TrainConfig's field names) with the
+same defaults for the same recipe (``recipes.recipe_config``; ``recipe="auto"`` picks by hardware), and
+``callbacks``: objects with ``on_epoch_end(row, history)`` (or plain callables of the same two
+arguments) that the engine calls after each epoch's writes; one returning True stops training there
+(``EarlyStopping``). ``CSVLogger`` and ``TensorBoardLogger`` (when tensorboard is installed) log each
+epoch's row. The training engine (``petalnet.engine``) is imported when ``train`` is called.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from petalnet.callbacks import CSVLogger, EarlyStopping, TensorBoardLogger
+from petalnet.errors import PetalnetError
+
+__all__ = ["train", "load", "Run", "EarlyStopping", "CSVLogger", "TensorBoardLogger"]
+
+
+class Run:
+    """A run folder written by ``petalnet train`` (or ``petalnet.train``)."""
+
+    def __init__(self, path: str):
+        self.path = str(path)
+        config = os.path.join(self.path, "config.json")
+        if not os.path.isfile(config):
+            raise PetalnetError(f"{self.path}: not a petalnet run folder (no config.json)")
+        with open(config) as fh:
+            self.config = json.load(fh)
+
+    def __repr__(self) -> str:
+        best = self.summary.get("best_val_macro_f1")
+        return f"Run({self.path!r}, {len(self.history)} epoch(s)" + \
+            (f", best val macro-F1 {best:.4f})" if best is not None else ")")
+
+    @property
+    def history(self) -> list[dict]:
+        """One dict per finished epoch (history.jsonl), read afresh each time."""
+        path = os.path.join(self.path, "history.jsonl")
+        if not os.path.isfile(path):
+            return []
+        with open(path) as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+
+    def history_frame(self):
+        """``history`` as a pandas DataFrame indexed by epoch (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise PetalnetError("Run.history_frame needs pandas: pip install pandas (Run.history is the same "
+                                "as a list of dicts)") from None
+        return pd.DataFrame(self.history).set_index("epoch")
+
+    @property
+    def summary(self) -> dict:
+        """summary.json (written when training ends; empty before)."""
+        path = os.path.join(self.path, "summary.json")
+        if not os.path.isfile(path):
+            return {}
+        with open(path) as fh:
+            return json.load(fh)
+
+    def _data(self, data):
+        data = data if data is not None else self.config.get("data")
+        if not data:
+            raise PetalnetError(f"{self.path}: no data recorded in config.json: pass data")
+        return data
+
+    def _predictor_and_split(self, data, split, default, labeled, device, image_size):
+        from petalnet.predict import inference_split, load_predictor, resolve_device
+        device = resolve_device(device)
+        predictor = load_predictor(self.path, device)
+        name, ds = inference_split(self._data(data), split, default, image_size=image_size, labeled=labeled,
+                                   model_size=predictor.image_size)
+        return predictor, name, ds, device
+
+    def evaluate(self, data=None, split: str = "val", *, tta: str | None = None, precision: str = "auto",
+                 out: str | None = None, batch_size: int = 64, device: str = "auto",
+                 image_size: int | None = None) -> dict:
+        """Metrics of the best checkpoint on a labelled split of ``data`` (default: the data it was trained
+        on): ``accuracy``, ``macro_f1``, ``macro_precision``, ``macro_recall``, ``images``, ``per_class``
+        and ``confusion_matrix``, as ``petalnet evaluate`` prints. ``out``: also write its folder
+        (metrics.json, confusion.png, examples.png). ``tta`` None: the run's own views."""
+        from petalnet.evaluate import evaluate_split
+        from petalnet.predict import check_labels, evaluation, predict_dataset
+        predictor, name, ds, device = self._predictor_and_split(data, split, "val", None, device, image_size)
+        kw = dict(batch_size=batch_size, tta=tta, precision=precision, device=device)
+        if out:
+            return evaluate_split([predictor], ds, name, out, data=str(self._data(data)), **kw)
+        if not ds.labeled:
+            raise PetalnetError(f"{self._data(data)}: split '{name}' is unlabelled: evaluate needs labels")
+        labels, _ = ds.metadata()
+        check_labels(predictor.num_classes, labels, f"{self._data(data)} ({name})", ds)
+        probs, targets = predict_dataset([predictor], ds, **kw)
+        return evaluation(probs, targets)
+
+    def predict(self, data=None, split: str = "test", output: str | None = "submission.csv", *,
+                tta: str | None = None, precision: str = "auto", batch_size: int = 64, device: str = "auto",
+                image_size: int | None = None) -> dict:
+        """Predict a split of ``data`` (default: the data it was trained on) and write ``output`` (the
+        competition's ``id,label`` submission, atomically; None: write nothing). Returns ``{"ids",
+        "labels", "probs", "output"}`` (labels and probabilities as numpy arrays)."""
+        from petalnet.predict import predict_dataset, write_submission
+        predictor, _, ds, device = self._predictor_and_split(data, split, "test", False, device, image_size)
+        if output and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
+            raise PetalnetError(f"{output}: folder {os.path.dirname(os.path.abspath(output))} does not exist")
+        _, ids = ds.metadata()
+        probs, _ = predict_dataset([predictor], ds, batch_size=batch_size, tta=tta, precision=precision,
+                                   device=device)
+        if output:
+            write_submission(output, ids, probs.argmax(1))
+        return {"ids": ids, "labels": probs.argmax(1), "probs": probs, "output": output}
+
+
+def load(run_dir: str) -> Run:
+    """A run folder as a ``Run``."""
+    return Run(run_dir)
+
+
+def train(data, out, recipe: str = "default", *, callbacks=(), **overrides) -> Run:
+    """``petalnet.train(data, out, recipe="default", **overrides)`` -> ``api.Run``: ``petalnet train``'s
+    options as keywords (TrainConfig's names: ``epochs=3, force=True``), with the same defaults as the
+    CLI for the same recipe (``recipe="auto"``: by the hardware, as the CLI). ``callbacks``: ``petalnet.api``."""
+    from petalnet.accel import device_type
+    from petalnet.engine import train as run_training
+    from petalnet.recipes import recipe_config, resolve_recipe
+    name, reason = resolve_recipe(recipe, device_type(overrides.get("accelerator", "auto")))
+    if recipe in (None, "auto"):
+        print(reason, flush=True)
+    cfg = recipe_config(name, data=data if isinstance(data, (list, tuple)) else str(data), out=str(out), **overrides)
+    run_training(cfg, callbacks=callbacks)
+    return Run(cfg.out)
