@@ -10,7 +10,7 @@ import time
 
 
 def main(config_path: str, out_path: str) -> None:
-    from petalnet import pace, train as engine
+    from petalnet import engine, pace
     from petalnet.config import TrainConfig
     with open(config_path) as fh:
         cfg = TrainConfig(**json.load(fh))
