@@ -86,14 +86,11 @@ def make_fabric(devices, num_nodes: int):
                           f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
 
 
-class DeviceLoader:
-    """``loader``'s batches on the XLA device through torch_xla's ``MpDeviceLoader``: a thread uploads the
-    next batches while the device runs the current step, and each batch taken marks a step (the
-    lazily traced graph before it is cut and run). Same interface as the loader for the batch
-    sources: ``len()``, ``sampler``, iterate."""
+class _LoaderView:
+    """A loader seen through a wrapper: the same ``len()`` and ``sampler`` (the batch sources set epochs on it)."""
 
-    def __init__(self, loader, device: torch.device):
-        self.loader, self.device = loader, device
+    def __init__(self, loader):
+        self.loader = loader
 
     @property
     def sampler(self):
@@ -101,26 +98,30 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         return len(self.loader)
+
+
+class DeviceLoader(_LoaderView):
+    """``loader``'s batches on the XLA device through torch_xla's ``MpDeviceLoader``: a thread uploads the
+    next batches while the device runs the current step, and each batch taken marks a step (the
+    lazily traced graph before it is cut and run)."""
+
+    def __init__(self, loader, device: torch.device):
+        super().__init__(loader)
+        self.device = device
 
     def __iter__(self):
         from torch_xla.distributed.parallel_loader import MpDeviceLoader
         return iter(MpDeviceLoader(self.loader, self.device))
 
 
-class Padded:
+class Padded(_LoaderView):
     """Evaluation batches padded to ``batch_size`` (one compiled evaluation graph): the last batch gets
     black images labelled ``PAD_LABEL``, which the loss and the confusion matrix skip, so every record
     counts once."""
 
     def __init__(self, loader, batch_size: int):
-        self.loader, self.batch_size = loader, batch_size
-
-    @property
-    def sampler(self):
-        return self.loader.sampler
-
-    def __len__(self) -> int:
-        return len(self.loader)
+        super().__init__(loader)
+        self.batch_size = batch_size
 
     def __iter__(self):
         for images, labels in self.loader:
