@@ -15,7 +15,7 @@ import time
 import torch
 
 from petalnet.augment import flip_mask, step_generator, tta_views
-from petalnet.cache import FeatureCache
+from petalnet.cache import FeatureCache, cache_dtype
 from petalnet.data.loader import WithIndex, create_loader
 from petalnet.errors import PetalnetError
 from petalnet.frozen import Bottom, Features
@@ -114,7 +114,7 @@ def _xla_sources(plan, cfg, fabric, train_ds, val_ds, prep, common):
 
 
 def _cached_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep, common, say, progress):
-    dtype = torch.bfloat16 if "bf16" in plan.precision else torch.float16 if "16" in plan.precision else torch.float32
+    dtype = cache_dtype(plan.precision)
     split = (lambda m: Bottom(m, plan.unfreeze_from)) if plan.frozen == "cached-bottom" else Features
     bottom, chunk = split(model), None
     if plan.device == "cpu":   # the frozen part from a prepared copy: batch norm folded, weights cast once

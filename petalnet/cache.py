@@ -87,3 +87,8 @@ def free_memory(device: torch.device) -> int:
         return int(info["MemAvailable"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
         return 4 * 2**30
+
+
+def cache_dtype(precision: str) -> torch.dtype:
+    """What a cache holds under Fabric's ``precision``: the dtype the frozen part computes in."""
+    return torch.bfloat16 if "bf16" in precision else torch.float16 if "16" in precision else torch.float32

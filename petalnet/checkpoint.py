@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from petalnet.atomic import atomic_path
+from petalnet.augment import TTA_VIEWS
 from petalnet.errors import PetalnetError
 
-TTA_MODES = ("none", "flip", "full")   # predict.TTA_VIEWS' keys (predict imports this module)
+TTA_MODES = tuple(TTA_VIEWS)
 
 LEGACY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType,
                   # numpy 1.x wrote the same function under its old module name

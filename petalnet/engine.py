@@ -53,7 +53,6 @@ class Training:
     run_dir: RunDir
     net: torch.nn.Module          # what is stepped, unwrapped (validation runs it)
     module: torch.nn.Module       # ``net`` as Fabric (and torch.compile) wrapped it
-    optimizer: torch.optim.Optimizer
     batches: object               # batches.ImageBatches or CachedBatches
     val: object | None            # batches.ImageViews, cached views, or None
     schedule: object
@@ -154,7 +153,7 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None =
         checkpoint.set_rng_state(resume["rng"])
     mix = mixer(cfg.augment(), cfg.num_classes, cfg.label_smoothing)
     criterion = _soft_target_loss if mix else functools.partial(_hard_target_loss, smoothing=cfg.label_smoothing)
-    return Training(fabric, cfg, plan, state, run_dir, net, module, state.optimizer, batches, val, schedule,
+    return Training(fabric, cfg, plan, state, run_dir, net, module, batches, val, schedule,
                     mix or no_mixing, criterion, image_size, say, progress, started, sources_seconds)
 
 
@@ -177,11 +176,8 @@ def open_data(cfg: TrainConfig, device: torch.device, say=lambda line: None):
     train_ds = TFRecordImages(train_files, image_size=src.image_size, labeled=True, decode=decode)
     val_ds = (TFRecordImages(src.split(cfg.val_split), image_size=src.image_size, labeled=True, decode=decode)
               if has_val and not cfg.train_on_val else None)
-    for ds in filter(None, (train_ds, val_ds)):
-        labels, _ = ds.metadata()
-        if len(labels) and (labels.min() < 0 or labels.max() >= cfg.num_classes):
-            raise PetalnetError(f"{cfg.data}: labels range {labels.min()}..{labels.max()}, outside the model's "
-                                f"{cfg.num_classes} classes (--num-classes)")
+    for ds in filter(None, (train_ds, val_ds)):   # the head's classes (--num-classes): names the first bad record
+        ds.check_labels(ds.metadata()[0], cfg.num_classes)
     stored = src.image_size or TFRecordImages(train_ds.paths[:1]).load(0)[0].shape[-1]
     say(src.note or (resampled_from(src.root, stored, cfg.image_size) if cfg.image_size not in (None, stored) else ""))
     return train_ds, val_ds, stored
@@ -238,19 +234,19 @@ def fit(t: Training) -> dict:
 
 def train_epoch(t: Training, epoch: int, start: int, pace: Pace):
     """Steps of ``epoch`` from step ``start`` until its end or a stop: (the epoch's Meter, step reached)."""
-    meter, steps = Meter(t.fabric.device), len(t.batches)
+    meter, steps, optimizer = Meter(t.fabric.device), len(t.batches), t.state.optimizer
     bar = epoch_bar(t.cfg, t.fabric, steps, start, epoch, t.state.history[-1].get("val_seconds", 0.0)
                     if t.state.history else 0.0)
     step = start
     for x, y in t.batches.epoch(epoch, start):
         lr = t.schedule(epoch + step / steps)
-        set_lr(t.optimizer, lr)
+        set_lr(optimizer, lr)
         x, target = t.mix(x, y)
         logits = t.module(x)
         loss = t.criterion(logits, target)
         t.fabric.backward(loss)
-        t.optimizer.step()
-        t.optimizer.zero_grad(set_to_none=True)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
         meter.add(loss, logits, y)
         step += 1
         bar.advance(step, loss, lr, meter.seen * t.fabric.world_size)

@@ -24,12 +24,9 @@ import torch
 from torch import nn
 
 from petalnet import xla
-from petalnet.cache import estimate_bytes, free_memory
+from petalnet.cache import cache_dtype, estimate_bytes, free_memory
 from petalnet.errors import OptionError
 from petalnet.frozen import Bottom, CPUFrozenBackbone, Features, Head, Top, features_frozen
-
-STEP_FRAMES = {"cached-bottom": "frozen bottom (stem + blocks[:{stage}])", "cached-features": "frozen backbone"}
-
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
@@ -84,8 +81,7 @@ def make_plan(cfg, device: torch.device, precision: str, world: int, model: nn.M
     frozen, note = "none", None
     if (stage is not None or whole) and cfg.cache_frozen and not cfg.augment().any():
         part = Bottom(model, stage) if stage is not None else Features(model)
-        dtype = torch.bfloat16 if "bf16" in precision else torch.float16 if "16" in precision else torch.float32
-        need, free = estimate_bytes(part, image_size, images, dtype, device), free_memory(device)
+        need, free = estimate_bytes(part, image_size, images, cache_dtype(precision), device), free_memory(device)
         if need <= free / 3:
             frozen = "cached-bottom" if stage is not None else "cached-features"
         else:

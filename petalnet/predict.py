@@ -231,7 +231,7 @@ def load_photo(source, image_size: int, name: str | None = None, max_pixels: int
 
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    from petalnet.data.images import to_rgb
+    from petalnet.data.images import check_pixels, to_rgb
     from petalnet.data.writer import square
     name = name or str(source)
     if isinstance(source, (bytes, bytearray)):
@@ -242,9 +242,8 @@ def load_photo(source, image_size: int, name: str | None = None, max_pixels: int
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as img:
-                if img.width * img.height > max_pixels:
-                    raise PetalnetError(f"{name}: image is {img.width}x{img.height}, over the limit of "
-                                        f"{max_pixels:,} pixels")
+                if (problem := check_pixels(img.width, img.height, max_pixels)) is not None:
+                    raise PetalnetError(f"{name}: {problem}")
                 img = square(to_rgb(ImageOps.exif_transpose(img)), image_size)
     except FileNotFoundError:
         raise PetalnetError(f"{name}: no such file") from None

@@ -21,6 +21,7 @@ import shutil
 
 from petalnet import checkpoint
 from petalnet.atomic import write_json, write_lines
+from petalnet.data import files
 from petalnet.errors import PetalnetError
 
 # what a run folder holds that petalnet wrote: --force removes these and nothing else
@@ -99,9 +100,9 @@ def is_run_folder(path: str) -> bool:
 
 def _local(path: str) -> str | None:
     """The local folder or file a DATA/weights argument names (the fixed part of a glob), or None for URLs."""
-    if "://" in path and not path.startswith("file://"):
+    if files.is_url(path):
         return None
-    path = path.removeprefix("file://")
+    path = files.local_path(path)
     fixed = re.split(r"[*?\[]", path, maxsplit=1)[0]
     if fixed != path:
         fixed = os.path.dirname(fixed) or "."

@@ -50,7 +50,8 @@ def test_inspect_train_evaluate_predict_on_two_sizes(two_sizes, tmp_path, capsys
     assert json.loads(out)["image_size"] == 96 and "no 80 px images" in err and "reading the 96 px" in err
 
     resolved = {}
-    for name, size in (("s64", ["--image-size", "64"]), ("s128", ["--image-size", "128"]), ("auto", [])):
+    for name, size in (("s64", ["--image-size", "64"]), ("s96", ["--image-size", "96"]), ("s128", ["--image-size", "128"]),
+                       ("auto", [])):
         run = str(tmp_path / name)
         assert main(["train", "--data", two_sizes, "--out", run, *TINY, *size]) == 0
         with open(os.path.join(run, "config.json")) as fh:
@@ -58,6 +59,8 @@ def test_inspect_train_evaluate_predict_on_two_sizes(two_sizes, tmp_path, capsys
         resolved[name]["said"] = capsys.readouterr().out
     assert (resolved["s64"]["data_image_size"], resolved["s64"]["image_size"]) == (64, 64)
     assert "resized" not in resolved["s64"]["said"]
+    assert (resolved["s96"]["data_image_size"], resolved["s96"]["image_size"]) == (96, 96)   # each stored size
+    assert "resized" not in resolved["s96"]["said"]
     assert (resolved["s128"]["data_image_size"], resolved["s128"]["image_size"]) == (96, 128)
     assert "no 128 px images (stored: 64, 96 px): reading the 96 px ones, resized to 128 px" in resolved["s128"]["said"]
     # no --image-size and no size in the recipe: the nearest stored size to 224 at or above it, else the largest

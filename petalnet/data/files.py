@@ -19,7 +19,8 @@ def is_url(path: str) -> bool:
     return bool(_URL.match(str(path))) and not str(path).startswith("file://")
 
 
-def _local(path: str) -> str:
+def local_path(path: str) -> str:
+    """``path`` without a ``file://`` scheme."""
     path = str(path)
     return path[len("file://"):] if path.startswith("file://") else path
 
@@ -41,25 +42,25 @@ def _fs(url: str):
 def join(base: str, *parts: str) -> str:
     if is_url(base):
         return "/".join([base.rstrip("/"), *parts])
-    return os.path.join(_local(base), *parts)
+    return os.path.join(local_path(base), *parts)
 
 
 def basename(path: str) -> str:
-    return str(path).rstrip("/").rsplit("/", 1)[-1] if is_url(path) else os.path.basename(_local(path).rstrip(os.sep))
+    return str(path).rstrip("/").rsplit("/", 1)[-1] if is_url(path) else os.path.basename(local_path(path).rstrip(os.sep))
 
 
 def isdir(path: str) -> bool:
     if is_url(path):
         fs, p = _fs(path)
         return fs.isdir(p)
-    return os.path.isdir(_local(path))
+    return os.path.isdir(local_path(path))
 
 
 def exists(path: str) -> bool:
     if is_url(path):
         fs, p = _fs(path)
         return fs.exists(p)
-    return os.path.exists(_local(path))
+    return os.path.exists(local_path(path))
 
 
 def listdir(path: str) -> list[str]:
@@ -67,7 +68,7 @@ def listdir(path: str) -> list[str]:
     if is_url(path):
         fs, p = _fs(path)
         return sorted(fs.unstrip_protocol(e) for e in fs.ls(p, detail=False))
-    path = _local(path)
+    path = local_path(path)
     return sorted(os.path.join(path, e) for e in os.listdir(path))
 
 
@@ -76,7 +77,7 @@ def expand(pattern: str) -> list[str]:
     if is_url(pattern):
         fs, p = _fs(pattern)
         return sorted(fs.unstrip_protocol(m) for m in fs.glob(p) if fs.isfile(m))
-    pattern = _local(pattern)
+    pattern = local_path(pattern)
     if _glob.has_magic(pattern):
         return sorted(m for m in _glob.glob(pattern) if os.path.isfile(m))
     return [pattern] if os.path.isfile(pattern) else []
@@ -91,7 +92,7 @@ def fingerprint(path: str) -> tuple[int, str]:
                                                 "LastModified", "last_modified", "created") if info.get(k)), "")
         return int(info["size"]), version
     try:
-        st = os.stat(_local(path))
+        st = os.stat(local_path(path))
     except OSError as e:
         raise DataError(path, f"cannot read: {e.strerror or e}") from None
     return st.st_size, f"{st.st_mtime_ns}:{st.st_ino}"
@@ -109,7 +110,7 @@ class RandomAccessFile:
             self._remote = fs.open(p, "rb")
         else:
             try:
-                self._fd = os.open(_local(self.path), os.O_RDONLY)
+                self._fd = os.open(local_path(self.path), os.O_RDONLY)
             except OSError as e:
                 raise DataError(self.path, f"cannot open: {e.strerror or e}") from None
 
@@ -145,7 +146,7 @@ def open_write(path: str):
     if is_url(path):
         fs, p = _fs(path)
         return fs.open(p, "wb")
-    return open(_local(path), "wb")
+    return open(local_path(path), "wb")
 
 
 def cache_dir(*parts: str) -> str:
