@@ -47,6 +47,17 @@ def flip_mask(indices: torch.Tensor, epoch: int, seed: int) -> torch.Tensor:
     return ((h ^ (h >> 12)) >> 7) & 1 == 1
 
 
+def view_choice(indices: torch.Tensor, epoch: int, seed: int, views: int) -> torch.Tensor:
+    """Which of ``views`` cached views each sample shows in ``epoch`` (``cache.FeatureCache``): with 2
+    (the image and its mirror) the flip coin itself, so a cache of mirrors augments as the loader does;
+    with more, one of them drawn per (sample, epoch, seed) from the same kind of hash."""
+    if views == 2:
+        return flip_mask(indices, epoch, seed).long()
+    h = (indices.long() * 0x27D4EB2F + (epoch * 0x165667B1 + seed * 0x9E3779B1 + (1 << 32))) & 0xFFFFFFFF
+    h = ((h ^ (h >> 15)) * 0x2C1B3C6D) & 0xFFFFFFFF
+    return ((h ^ (h >> 13)) >> 3) % views
+
+
 # test-time augmentation -> views averaged; zoom: centre 87.5 %, resized back
 TTA_VIEWS = {"none": ("identity",), "flip": ("identity", "flip"), "full": ("identity", "flip", "zoom")}
 

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from petalnet.augment import flip_mask, step_generator, tta_views
+from petalnet.augment import flip_mask, step_generator, tta_views, view_choice
 from petalnet.cache import FeatureCache, cache_dtype
 from petalnet.data.loader import WithIndex, create_loader
 from petalnet.errors import PetalnetError
@@ -47,19 +47,23 @@ class ImageBatches:
 
 
 class CachedBatches:
-    """Training batches of cached rows (an image's or its mirror's, by the same coins as above)."""
+    """Training batches of cached rows, each in one of its views drawn per (sample, epoch): the image or
+    its mirror by the same coins as above, or one of the augmented views (``--cache-views``)."""
 
     def __init__(self, cache: FeatureCache, *, batch_size: int, seed: int, flips: bool):
-        self.cache, self.batch_size, self.seed, self.flips = cache, batch_size, seed, flips
+        self.cache, self.batch_size, self.seed = cache, batch_size, seed
+        # the views an epoch may show (the mirror, view 1, only with flips on)
+        self.allowed = torch.tensor([0, 1] if flips else [0]) if cache.views == 2 else \
+            torch.tensor([v for v in range(cache.views) if flips or v != 1])
 
     def __len__(self) -> int:
         return -(-len(self.cache) // self.batch_size)
 
     def epoch(self, epoch: int, start_step: int):
-        device = self.cache.features.device
         for rows, labels, indices in self.cache.batches(self.batch_size, epoch, self.seed, start_step):
-            flips = flip_mask(indices.to(device, non_blocking=True), epoch, self.seed) if self.flips else None
-            yield self.cache.gather(rows, flips), labels
+            views = self.allowed[view_choice(indices, epoch, self.seed, len(self.allowed))] \
+                if len(self.allowed) > 1 else None
+            yield self.cache.gather(rows, views), labels
 
 
 class ImageViews:
@@ -126,12 +130,15 @@ def _cached_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep
         loaders.append(create_loader(val_ds, cfg.batch_size * 2, **common))
     part = f"frozen bottom (stem + blocks[:{plan.unfreeze_from}])" if plan.frozen == "cached-bottom" \
         else "frozen backbone"
-    say(f"caching the {part} for {len(train_ds)} train + {len(val_ds) if val_ds else 0} val images and their "
-        "mirrors: one pass, then the epochs read no images")
+    extra = f" and {plan.cache_views} augmented views of each training image" if plan.cache_views else ""
+    say(f"caching the {part} for {len(train_ds)} train + {len(val_ds) if val_ds else 0} val images, their "
+        f"mirrors{extra}: one pass, then the epochs read no images")
     caches = [FeatureCache.build(bottom, loader, prep, fabric.autocast, dtype, chunk=chunk,
-                                 progress=progress and (lambda it, name=name: progress(it, f"caching {name}")))
+                                 progress=progress and (lambda it, name=name: progress(it, f"caching {name}")),
+                                 augmented=plan.cache_views if name == "train" else 0, aug=cfg.augment(),
+                                 seed=cfg.seed, mirror=cfg.flip)
               for loader, name in zip(loaders, ("train", "val"))]
-    say(f"{part} cached for {sum(len(c) for c in caches)} images and their mirrors in "
+    say(f"{part} cached for {sum(len(c) for c in caches)} images and their mirrors{extra} in "
         f"{time.perf_counter() - t0:.0f}s ({sum(c.nbytes() for c in caches) / 2**20:.0f} MiB)")
     train = CachedBatches(caches[0], batch_size=cfg.batch_size, seed=cfg.seed, flips=plan.flips == "cache")
     return train, (_CachedViews(caches[1], cfg.batch_size * 2, cfg.tta) if val_ds else None)

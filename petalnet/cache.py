@@ -1,44 +1,57 @@
-"""The frozen part's outputs computed once: for each image and its mirror, on the device.
+"""The frozen part's outputs computed once: for each image, its mirror and augmented views, on the device.
 
-When nothing but flips augments what a frozen bottom (``frozen.Bottom``) or a whole frozen backbone
-(``frozen.Features``) sees, its outputs for every image and mirror are computed once and the epochs
-run on them: after that pass an epoch of a head-only run reads no images at all (benchmarks/RESULTS.md).
+When what a frozen bottom (``frozen.Bottom``) or a whole frozen backbone (``frozen.Features``) sees
+can be drawn once (flips; crops, affine and colour as ``--cache-views`` augmented views), its outputs
+for every image, mirror and view are computed once and the epochs run on them: after that pass an
+epoch of a head-only run reads no images at all (benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from petalnet.augment import flip_mask, step_generator
 from petalnet.inference import chunked
 
 
 class FeatureCache:
-    """The bottom's outputs for this rank's shard of a dataset, for each image and its mirror, on the device.
+    """The bottom's outputs for this rank's shard of a dataset, on the device: for each image and its
+    mirror, and for training ``augmented`` views more of each image (random crops, affine, colour as
+    the config's augmentation draws them, once: ``--cache-views``).
 
-    Training draws batches of rows (``batches``: a fresh order per epoch, resumable); evaluation reads
-    slices of both views (``views``). Under DDP each rank keeps the shard it cached for every epoch.
+    Training draws batches of rows (``batches``: a fresh order per epoch, resumable) and for each row one
+    of its views (``augment.view_choice``); evaluation reads slices of the image and mirror (``views``).
+    Under DDP each rank keeps the shard it cached for every epoch.
     """
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor):
-        # features: (2, N, C, H, W); indices: each row's dataset index (flip coins are drawn per index)
+        # features: (views, N, C, H, W), views 0 and 1 the image and its mirror; indices: each row's dataset
+        # index (views are drawn per index)
         self.features, self.labels, self.indices = features, labels, indices
 
     @classmethod
     @torch.no_grad()
     def build(cls, bottom: nn.Module, loader, prep, autocast, dtype: torch.dtype, progress=None,
-              chunk: int | None = None) -> "FeatureCache":
+              chunk: int | None = None, augmented: int = 0, aug=None, seed: int = 0,
+              mirror: bool = True) -> "FeatureCache":
         """Run ``bottom`` once over ``loader`` (batches of (uint8 images, labels[, dataset indices])),
-        ``chunk`` images at a time (all of a batch when None)."""
+        ``chunk`` images at a time (all of a batch when None); ``augmented`` views more of each image
+        drawn by ``aug`` (an ``augment.AugmentConfig``), each mirrored by a coin where ``mirror``, from
+        generators seeded by (``seed``, view, batch): the same cache on every run."""
         bottom.eval()
         chunks, labels, order = [], [], []
-        for batch in (progress(loader) if progress else loader):
+        for b, batch in enumerate(progress(loader) if progress else loader):
             images, y = batch[0], batch[1]
+            index = batch[2] if len(batch) > 2 else torch.arange(len(y))
             x = prep(images)
+            views = [x, x.flip(-1)]
+            for k in range(augmented):
+                g = step_generator(x.device, seed, -1 - k, b)
+                views.append(prep(images, flip_mask(index, -1 - k, seed) if mirror else None, aug, g))
             with autocast():
-                pair = torch.stack([chunked(bottom, view, chunk) for view in (x, x.flip(-1))])
-            chunks.append(pair.to(dtype))
+                chunks.append(torch.stack([chunked(bottom, view, chunk).to(dtype) for view in views]))
             labels.append(y.to(x.device))
-            order.append(batch[2] if len(batch) > 2 else torch.arange(len(y)))
+            order.append(index)
         return cls(torch.cat(chunks, 1), torch.cat(labels), torch.cat(order))
 
     def __len__(self) -> int:
@@ -57,9 +70,14 @@ class FeatureCache:
             rows = order[i:i + batch_size]
             yield rows, self.labels[rows.to(self.labels.device)], self.indices[rows]
 
-    def gather(self, rows: torch.Tensor, flips: torch.Tensor | None) -> torch.Tensor:
+    @property
+    def views(self) -> int:
+        return self.features.shape[0]
+
+    def gather(self, rows: torch.Tensor, views: torch.Tensor | None) -> torch.Tensor:
+        """The cached maps of ``rows``, each in its view (``views``; None: the images themselves)."""
         rows = rows.to(self.features.device)
-        view = flips.to(self.features.device).long() if flips is not None else torch.zeros_like(rows)
+        view = views.to(self.features.device) if views is not None else torch.zeros_like(rows)
         return self.features[view, rows]
 
     def view_batches(self, batch_size: int, tta: str):
@@ -71,10 +89,10 @@ class FeatureCache:
 
 
 def estimate_bytes(bottom: nn.Module, image_size: int, count: int, dtype: torch.dtype, device) -> int:
-    """Bytes a cache of ``count`` images (and mirrors) would take, from one tiny forward pass."""
+    """Bytes ``count`` cached views would take, from one tiny forward pass."""
     with torch.no_grad():
         out = bottom.eval()(torch.zeros(1, 3, image_size, image_size, device=device))
-    return 2 * count * out.numel() * torch.finfo(dtype).bits // 8
+    return count * out.numel() * torch.finfo(dtype).bits // 8
 
 
 def free_memory(device: torch.device) -> int:

@@ -89,6 +89,10 @@ class TrainConfig:
                                 "backbone every step instead of once per image and mirror (the cache is "
                                 "skipped anyway when other augmentations are on or memory is short)", MODEL,
                                 negate="--no-cache-frozen")
+    cache_views: int = option(0, "with a cached frozen part: N augmented views of each training image cached "
+                              "beside it and its mirror, drawn once by --rrc/--affine/--color/--cutout; each "
+                              "epoch shows one of the 2+N per image", MODEL, type=int, metavar="N",
+                              rules=(at_least(0), at_most(64)))
     head_lr_scale: float = option(1.0, "the head's LR as a multiple of --lr (layer-wise LR)", MODEL, type=float,
                                   rules=(above(0),))
     image_size: int | None = option(None, "the stored tfrecords-jpeg-SxS size to read and to train at; a size "
@@ -113,6 +117,9 @@ class TrainConfig:
     optimizer: str = option("adamw", "", OPT, choices=["adamw", "adam", "sgd"])
     weight_decay: float = option(0.01, "", OPT, type=float, rules=(at_least(0),))
     label_smoothing: float = option(0.1, "", OPT, type=float, rules=(at_least(0), below(1)))
+    ema: float = option(0.0, "validate, keep (best.pt) and predict with an exponential moving average of the "
+                        "trained weights, decay D per step (warmed up as TensorFlow's: min(D, (1+n)/(10+n))); "
+                        "0 = off", OPT, type=float, metavar="D", rules=(at_least(0), below(1)))
     train_on_val: bool = option(False, "train on train + val: a final model for a submission (no validation; "
                                 "the last epoch is kept)", OPT, action="store_true")
     tta: str = option("none", "views averaged at validation, and by predict/evaluate unless they say "
@@ -171,6 +178,10 @@ class TrainConfig:
                 check_number(f.metadata["flag"] or "--" + f.name.replace("_", "-"), getattr(self, f.name),
                              *f.metadata["rules"], integer="int" in kind and "float" not in kind,
                              optional="None" in kind)
+        aug = self.augment()
+        if self.cache_views and not (aug.geometric or aug.color or aug.cutout):
+            raise OptionError(f"--cache-views {self.cache_views}: the views are drawn by --rrc, --affine, --color "
+                              "or --cutout; none is on")
 
     def augment(self):
         from petalnet.augment import AugmentConfig   # torch: not needed to build the CLI's parser

@@ -20,6 +20,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 
 from petalnet import checkpoint, metrics
 from petalnet.callbacks import epoch_end
@@ -51,13 +52,15 @@ class Training:
     plan: Plan
     state: RunState
     run_dir: RunDir
-    net: torch.nn.Module          # what is stepped, unwrapped (validation runs it)
+    net: torch.nn.Module          # what is stepped, unwrapped
     module: torch.nn.Module       # ``net`` as Fabric (and torch.compile) wrapped it
+    eval_net: torch.nn.Module     # what validation runs: ``net``, or the same over the --ema average
     batches: object               # batches.ImageBatches or CachedBatches
     val: object | None            # batches.ImageViews, cached views, or None
     schedule: object
     mix: object                   # (x, y) -> (x, targets)
     criterion: object             # (logits, targets) -> loss
+    after_step: object            # (global step) -> None: the --ema average's update, or nothing
     image_size: int
     say: object
     progress: object              # pace.stage_progress: bars for validation (None: no bars)
@@ -123,11 +126,12 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None =
     cfg = dataclasses.replace(cfg, **effective_freezing(model, cfg))   # config.json: what is frozen, once
     model = model.to(fabric.device, memory_format=torch.channels_last)
     plan = make_plan(cfg, fabric.device, cfg.precision, world, model, image_size,
-                     len(train_ds) // world + (len(val_ds) // world if val_ds else 0))
+                     (len(train_ds) // world, len(val_ds) // world if val_ds else 0))
     say(plan.note or "")
     meta = {"model_name": cfg.model, "num_classes": cfg.num_classes, "image_size": image_size, "mean": mean,
             "std": std, "weights_source": source, "tta": cfg.tta, "config": dataclasses.asdict(cfg)}
-    state = RunState(meta, model, build_optimizer(cfg, model))
+    average = ModelEmaV3(model, decay=cfg.ema) if cfg.ema else None
+    state = RunState(meta, model, build_optimizer(cfg, model), average=average)
     if resume:
         state.restore(resume)
     started = (started or time.perf_counter()) - sum(h["seconds"] for h in state.history)
@@ -148,13 +152,15 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None =
     sources_seconds = time.perf_counter() - t0
     net = step_module(plan, model, image_size)
     module = fabric.setup_module(compiled(plan, net))
+    eval_net = step_module(plan, average.module, image_size) if average else net
+    after_step = functools.partial(_update_average, average, model, cfg.ema) if average else _no_average
     state.optimizer = fabric.setup_optimizers(state.optimizer)
     if resume:
         checkpoint.set_rng_state(resume["rng"])
     mix = mixer(cfg.augment(), cfg.num_classes, cfg.label_smoothing)
     criterion = _soft_target_loss if mix else functools.partial(_hard_target_loss, smoothing=cfg.label_smoothing)
-    return Training(fabric, cfg, plan, state, run_dir, net, module, batches, val, schedule,
-                    mix or no_mixing, criterion, image_size, say, progress, started, sources_seconds)
+    return Training(fabric, cfg, plan, state, run_dir, net, module, eval_net, batches, val, schedule,
+                    mix or no_mixing, criterion, after_step, image_size, say, progress, started, sources_seconds)
 
 
 def open_data(cfg: TrainConfig, device: torch.device, say=lambda line: None):
@@ -212,7 +218,7 @@ def fit(t: Training) -> dict:
                    "train_images_per_second": totals["seen"] / max(totals["seconds"], 1e-9)}
             if t.val is not None:
                 tv = time.perf_counter()
-                row.update(validate(fabric, t.net, t.val, cfg.num_classes, t.progress))
+                row.update(validate(fabric, t.eval_net, t.val, cfg.num_classes, t.progress))
                 row["val_seconds"] = time.perf_counter() - tv
             t.run_dir.end_epoch(state, state.end_epoch(row))
             fabric.barrier()
@@ -247,6 +253,7 @@ def train_epoch(t: Training, epoch: int, start: int, pace: Pace):
         t.fabric.backward(loss)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        t.after_step(epoch * steps + step)
         meter.add(loss, logits, y)
         step += 1
         bar.advance(step, loss, lr, meter.seen * t.fabric.world_size)
@@ -301,8 +308,19 @@ def summarize(t: Training, pace: Pace, stopped_at: dict | None = None) -> dict:
 def _unfreeze(t: Training) -> None:
     """--freeze-epochs K: from epoch K every layer trains, on the model itself (not a prepared copy)."""
     set_backbone_frozen(t.state.model, False)
-    t.net = t.state.model
+    t.net, t.eval_net = t.state.model, t.state.validated()
     t.module = t.fabric.setup_module(compiled(t.plan, t.net))   # DDP registers the newly trainable parameters
+
+
+def _update_average(average, model, decay: float, n: int) -> None:
+    """--ema: one step of the weights' moving average, its decay warmed up as TensorFlow's
+    ExponentialMovingAverage(num_updates=n) (early weights are forgotten fast)."""
+    average.decay = min(decay, (1 + n) / (10 + n))
+    average.update(model)
+
+
+def _no_average(n: int) -> None:
+    pass
 
 
 def _hard_target_loss(logits, y, smoothing: float):

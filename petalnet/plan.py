@@ -43,6 +43,7 @@ class Plan:
     unfreeze_at: int | None      # the epoch from which every layer trains (--freeze-epochs), else None
     compile: str | None          # torch.compile's mode, or None: eager
     decode: str                  # "cpu" (the loader) or "gpu" (nvJPEG on the device)
+    cache_views: int = 0         # augmented views of each training image in the cache (--cache-views)
     note: str | None = None      # said at the start: why a cache was not used
 
     @property
@@ -65,9 +66,9 @@ def default_workers(device: torch.device) -> int:
 
 
 def make_plan(cfg, device: torch.device, precision: str, world: int, model: nn.Module, image_size: int,
-              images: int) -> Plan:
+              images: tuple[int, int]) -> Plan:
     """The path for ``model`` (frozen as the config says: ``frozen.freeze``) on ``device``; ``images``:
-    how many this rank would cache (train and val shards)."""
+    this rank's (train, val) shard sizes, which a cache would hold."""
     if device.type == "xla":
         return xla_plan(cfg, precision, world, model)
     cpu = device.type == "cpu"
@@ -78,10 +79,13 @@ def make_plan(cfg, device: torch.device, precision: str, world: int, model: nn.M
     stage = getattr(model, "petalnet_frozen_stage", None)
     backbone_frozen = stage is None and features_frozen(model, image_size)
     whole = backbone_frozen and cfg.freeze_epochs == 0   # frozen for the whole run
-    frozen, note = "none", None
-    if (stage is not None or whole) and cfg.cache_frozen and not cfg.augment().any():
+    frozen, note, aug = "none", None, cfg.augment()
+    # augmentations drawn once into the cache's views (--cache-views); MixUp/CutMix mix images per step
+    cacheable = not aug.any() or (cfg.cache_views > 0 and not (aug.mixup or aug.cutmix))
+    if (stage is not None or whole) and cfg.cache_frozen and cacheable:
         part = Bottom(model, stage) if stage is not None else Features(model)
-        need, free = estimate_bytes(part, image_size, images, cache_dtype(precision), device), free_memory(device)
+        views = (2 + cfg.cache_views) * images[0] + 2 * images[1]
+        need, free = estimate_bytes(part, image_size, views, cache_dtype(precision), device), free_memory(device)
         if need <= free / 3:
             frozen = "cached-bottom" if stage is not None else "cached-features"
         else:
@@ -97,7 +101,7 @@ def make_plan(cfg, device: torch.device, precision: str, world: int, model: nn.M
                 workers=0 if threads else count, threads=count if threads else 0,
                 background=threads and cpu and world == 1, pin_memory=device.type == "cuda", flips=flips, frozen=frozen,
                 unfreeze_from=stage, unfreeze_at=cfg.freeze_epochs or None, compile=cfg.compile_mode if cfg.compile else None,
-                decode=cfg.decode, note=note)
+                decode=cfg.decode, cache_views=cfg.cache_views if frozen.startswith("cached") else 0, note=note)
 
 
 def xla_plan(cfg, precision: str, world: int, model: nn.Module) -> Plan:

@@ -3,7 +3,8 @@
 ``last.pt`` (``RunState.last``): the model's and optimizer's state, the epoch and the step inside it
 (the position a resumed run continues from), the history, the best row so far, the epoch's partial
 totals when stopped inside it, and the random generators. ``best.pt`` (``RunState.best_checkpoint``):
-the model at its best epoch and that epoch's metrics. Tensors are saved on the CPU, whatever device
+the model at its best epoch and that epoch's metrics. With ``--ema`` the moving average of the weights
+(``average``) is what was validated: ``best.pt`` holds it, ``last.pt`` holds both. Tensors are saved on the CPU, whatever device
 trained. Both carry what inference needs (``meta``:
 model name, classes, image size, normalisation, weights' source, TTA, the config).
 """
@@ -27,19 +28,29 @@ class RunState:
     history: list = dataclasses.field(default_factory=list)
     best: dict | None = None           # the best epoch's history row
     partial: dict | None = None        # world totals of the epoch so far, when stopped inside it
+    average: nn.Module | None = None   # --ema: the weights' moving average (timm's ModelEmaV3), else None
 
     def last(self) -> dict:
+        average = {"ema": _cpu(self.average.state_dict())} if self.average is not None else {}
         return {**self.meta, "model": _cpu(self.model.state_dict()), "optimizer": _cpu(self.optimizer.state_dict()),
                 "epoch": self.epoch, "step": self.step, "history": self.history, "best": self.best,
-                "accumulators": self.partial, "rng": checkpoint.rng_state()}
+                "accumulators": self.partial, "rng": checkpoint.rng_state(), **average}
+
+    def validated(self) -> nn.Module:
+        """The weights validation scores and ``best.pt`` keeps: the moving average, else the model."""
+        return self.average.module if self.average is not None else self.model
 
     def best_checkpoint(self) -> dict:
-        return {**self.meta, "model": _cpu(self.model.state_dict()), "epoch": self.best["epoch"], "metrics": self.best}
+        return {**self.meta, "model": _cpu(self.validated().state_dict()), "epoch": self.best["epoch"],
+                "metrics": self.best}
 
     def restore(self, saved: dict) -> None:
         """Continue from a ``last`` checkpoint (``checkpoint.load_resume``; the random generators:
         ``checkpoint.set_rng_state``, once the set-up that draws from them is done)."""
         checkpoint.restore(self.model, self.optimizer, saved)   # a mismatch is one line naming the file
+        if self.average is not None:   # a run saved without one starts its average from the model
+            checkpoint.load_weights(self.average, saved.get("ema") or {"module." + k: v for k, v in saved["model"].items()},
+                                    saved.get("path", "the checkpoint"), "the --ema average")
         self.epoch, self.step, self.history = saved["epoch"], saved["step"], saved["history"]
         self.best, self.partial = saved["best"], saved["accumulators"]
 
