@@ -3,8 +3,8 @@
 ``last.pt`` (``RunState.last``): the model's and optimizer's state, the epoch and the step inside it
 (the position a resumed run continues from), the history, the best row so far, the epoch's partial
 totals when stopped inside it, and the random generators. ``best.pt`` (``RunState.best_checkpoint``):
-the model at its best epoch and that epoch's metrics. Tensors are saved on the CPU, whatever device
-trained. Both carry what inference needs (``meta``:
+the model at its best epoch and that epoch's metrics. With ``--budget``, ``last.pt`` also holds the plan.
+Tensors are saved on the CPU, whatever device trained. Both carry what inference needs (``meta``:
 model name, classes, image size, normalisation, weights' source, TTA, the config).
 """
 from __future__ import annotations
@@ -27,11 +27,12 @@ class RunState:
     history: list = dataclasses.field(default_factory=list)
     best: dict | None = None           # the best epoch's history row
     partial: dict | None = None        # world totals of the epoch so far, when stopped inside it
+    budget: dict | None = None         # --budget's plan and measurements (``budget.BudgetPlanner.saved``)
 
     def last(self) -> dict:
         return {**self.meta, "model": _cpu(self.model.state_dict()), "optimizer": _cpu(self.optimizer.state_dict()),
                 "epoch": self.epoch, "step": self.step, "history": self.history, "best": self.best,
-                "accumulators": self.partial, "rng": checkpoint.rng_state()}
+                "accumulators": self.partial, "budget": self.budget, "rng": checkpoint.rng_state()}
 
     def best_checkpoint(self) -> dict:
         return {**self.meta, "model": _cpu(self.model.state_dict()), "epoch": self.best["epoch"], "metrics": self.best}
@@ -41,7 +42,14 @@ class RunState:
         ``checkpoint.set_rng_state``, once the set-up that draws from them is done)."""
         checkpoint.restore(self.model, self.optimizer, saved)   # a mismatch is one line naming the file
         self.epoch, self.step, self.history = saved["epoch"], saved["step"], saved["history"]
-        self.best, self.partial = saved["best"], saved["accumulators"]
+        self.best, self.partial, self.budget = saved["best"], saved["accumulators"], saved.get("budget")
+
+    def checkpoint_bytes(self) -> int:
+        """About what an epoch's end writes (``best.pt`` and ``last.pt``): the model twice, and the
+        optimizer's state (Adam's two moments) of each trained parameter."""
+        model = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+        trained = sum(p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad)
+        return 2 * model + 2 * trained
 
     def end_epoch(self, row: dict) -> bool:
         """Record a finished epoch; whether it is the new best (by val macro-F1; without validation,
