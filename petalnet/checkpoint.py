@@ -84,6 +84,13 @@ def _tensors(v) -> bool:
                                                    for k, t in v.items())
 
 
+def _budget_plan(v) -> bool:
+    ok = isinstance(v, dict) and _int(1)(v.get("epochs")) and (v.get("planned_epochs") is None
+                                                                 or _int(1)(v["planned_epochs"]))
+    return ok and isinstance(v.get("replans", []), list) and all(
+        isinstance(r, (list, tuple)) and len(r) == 2 and all(_int(1)(x) for x in r) for r in v.get("replans", []))
+
+
 def load_model(path: str) -> dict:
     """What predict, evaluate, export, serve and report read, each field checked."""
     state = load(path)
@@ -113,6 +120,8 @@ def load_resume(path: str) -> dict:
         isinstance(v, dict) and all(isinstance(v.get(k), (int, float)) for k in ("loss", "correct", "seen",
                                                                                    "seconds"))),
         "None or a dict of loss, correct, seen, seconds")
+    if state.get("budget") is not None:   # --budget's plan (absent from runs without one, and older ones)
+        _field(state, path, "budget", _budget_plan, "a dict of planned_epochs, epochs (integers >= 1) and replans")
     _field(state, path, "rng", lambda v: isinstance(v, dict) and {"torch", "numpy", "python"} <= set(v)
            and isinstance(v["torch"], torch.Tensor), "a dict of torch, numpy and python RNG states")
     now = rng_state()

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 import warnings
 
 from petalnet.errors import OptionError, PetalnetError
@@ -69,13 +70,14 @@ def _config_from_args(args, exclude=(), say: bool = True):
 
 
 def cmd_train(args) -> int:
+    started = time.perf_counter()   # --budget counts from here: the imports below take seconds on a busy machine
     # a line before torch, timm and Fabric load (seconds on a busy machine): the run has started
     print(f"petalnet train: {'resuming ' + args.resume if args.resume else 'run folder ' + str(getattr(args, 'out', None))}",
           flush=True)
     from petalnet.engine import Stop, train
     cfg = _config_from_args(args, say=not args.resume)
     try:
-        summary = train(cfg, resume=args.resume)
+        summary = train(cfg, resume=args.resume, started=started)
     except Stop as e:
         print(f"petalnet: {e}; continue with: petalnet train --resume {args.resume or cfg.out}", file=sys.stderr)
         return 130

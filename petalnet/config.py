@@ -10,7 +10,9 @@ import argparse
 import dataclasses
 import math
 
+from petalnet.budget import MAX_EPOCHS
 from petalnet.classes import NUM_CLASSES
+from petalnet.durations import parse_duration
 from petalnet.errors import OptionError
 
 MAX_IMAGE_SIZE = 4096   # pixels per side: a 4096 px RGB batch of 32 is 1.6 GB of uint8 before any model
@@ -101,7 +103,12 @@ class TrainConfig:
                                     "recipe's; without one, the data's, of several the nearest to 224 at or "
                                     "above it)", OPT,
                                     type=int, rules=(at_least(16), at_most(MAX_IMAGE_SIZE)))
-    epochs: int = option(8, "", OPT, type=int, rules=(at_least(1),))
+    epochs: int = option(8, "(ignored with --budget)", OPT, type=int, rules=(at_least(1),))
+    budget: str | float | None = option(None, "wall-clock time for the whole command (90s, 20m, 1h30m): the "
+                                        "epochs that fit are planned from the speed of the first steps (at most "
+                                        f"{MAX_EPOCHS}), the LR schedule is fitted to them, and the run ends in "
+                                        "time with its best checkpoint; --epochs is ignored", OPT,
+                                        metavar="DURATION")
     batch_size: int = option(32, "per device; the global batch is this x devices x nodes", OPT, type=int,
                              rules=(at_least(1),))
     lr: float | None = option(None, "peak learning rate, used as given; default: 1e-3 (cosine) or 5e-5 "
@@ -182,6 +189,8 @@ class TrainConfig:
         if self.cache_views and not (aug.geometric or aug.color or aug.cutout):
             raise OptionError(f"--cache-views {self.cache_views}: the views are drawn by --rrc, --affine, --color "
                               "or --cutout; none is on")
+        if self.budget is not None:
+            parse_duration(self.budget, "--budget")
 
     def augment(self):
         from petalnet.augment import AugmentConfig   # torch: not needed to build the CLI's parser

@@ -6,7 +6,9 @@ setup -> fit -> (train_epoch, validate) around one ``state.RunState``, as litgpt
 - ``fit``: the epochs; each ends with validation and the run folder's writes (``rundir.RunDir``);
 - ``train_epoch``: the loop. It has no branch on the path: device-ready ``(x, y)`` in, steps out.
 A SIGTERM/SIGINT stops at the next step boundary after saving ``last`` with the position inside the
-epoch; ``--resume`` continues from there.
+epoch; ``--resume`` continues from there. ``--budget``: a planner (``budget.BudgetPlanner``) sets the
+epochs and the LR schedule from the steps it times, called by ``fit`` before each epoch and after its
+validation, and by ``Pace.after_step`` after each step (an epoch it ends early is a finished epoch).
 """
 from __future__ import annotations
 
@@ -27,14 +29,16 @@ from petalnet.callbacks import epoch_end
 from petalnet.accel import DevicePreprocess, keep_freed_memory, make_fabric, resolve_precision
 from petalnet.augment import TTA_VIEWS, mixer, no_mixing
 from petalnet.batches import build_sources
+from petalnet.budget import NoBudget, make_planner
 from petalnet.config import TrainConfig
 from petalnet.data.dataset import TFRecordImages
 from petalnet.data.discovery import DEFAULT_SIZE, discover, resampled_from
+from petalnet.durations import duration
 from petalnet.errors import PetalnetError
 from petalnet.frozen import effective_freezing, freeze, set_backbone_frozen, train_mode
 from petalnet.models import create_model, normalization
 from petalnet.optim import build_optimizer, lr_schedule, set_lr
-from petalnet.pace import Meter, Pace, Signals, duration, epoch_bar, stage_progress
+from petalnet.pace import Meter, Pace, Signals, epoch_bar, say_over_bars, stage_progress
 from petalnet.plan import Plan, compiled, make_plan, step_module
 from petalnet.rundir import RunDir
 from petalnet.state import RunState
@@ -57,7 +61,7 @@ class Training:
     eval_net: torch.nn.Module     # what validation runs: ``net``, or the same over the --ema average
     batches: object               # batches.ImageBatches or CachedBatches
     val: object | None            # batches.ImageViews, cached views, or None
-    schedule: object
+    budget: object                # budget.BudgetPlanner or NoBudget: the epochs and the LR schedule
     mix: object                   # (x, y) -> (x, targets)
     criterion: object             # (logits, targets) -> loss
     after_step: object            # (global step) -> None: the --ema average's update, or nothing
@@ -66,27 +70,36 @@ class Training:
     progress: object              # pace.stage_progress: bars for validation (None: no bars)
     started: float                # perf_counter at the start, less the epochs' seconds before a resume
     sources_seconds: float        # building the batch sources (the cache pass): counted in the first epoch
+    resolved: dict                # config.json's "resolved" section (rewritten when the budget plans)
     callbacks: tuple = ()         # epoch-end callbacks (petalnet.api): after each epoch's writes, outside the loop
 
+    @property
+    def schedule(self):
+        """The LR schedule: --epochs long, or the budget's plan (stretched or compressed to it)."""
+        return self.budget.schedule
 
-def train(cfg: TrainConfig, resume: str | None = None, callbacks=()) -> dict:
+
+def train(cfg: TrainConfig, resume: str | None = None, callbacks=(), started: float | None = None) -> dict:
     """Entry point for the CLI (and ``petalnet.api.train``): a fresh run, or continue the run folder ``resume``.
     Returns the summary (``summarize``: the same keys however the run ended). ``callbacks``: see
-    ``petalnet.api``."""
-    saved, started = None, time.perf_counter()
+    ``petalnet.api``. ``started``: ``time.perf_counter()`` when the command started (the CLI's, before its
+    imports), counted in ``--budget``; default now."""
+    already = time.perf_counter() - started if started is not None else 0.0
+    saved, started = None, started if started is not None else time.perf_counter()
     if resume:
         saved_cfg, saved = resume_state(resume)
         cfg = dataclasses.replace(saved_cfg, quiet=cfg.quiet, workers=cfg.workers)
     cfg.check()   # before anything is written: a bad option leaves no run folder
     if not cfg.data or not cfg.out:
         raise PetalnetError("train needs --data and --out (or --resume RUN_DIR)")
+    budget = make_planner(cfg.budget, cfg.epochs, already)   # its clock starts now
     fabric = make_fabric(cfg.accelerator, cfg.devices, cfg.num_nodes, cfg.precision)
     cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, cfg.accelerator))
     if fabric.global_rank == 0 and not resume:
         data = cfg.data if isinstance(cfg.data, (list, tuple)) else [cfg.data]
         RunDir(cfg.out).prepare(cfg.force, [*data, *filter(None, [cfg.weights])])
     fabric.launch()
-    return fit(dataclasses.replace(setup(fabric, cfg, saved, started), callbacks=tuple(callbacks)))
+    return fit(dataclasses.replace(setup(fabric, cfg, saved, started, budget), callbacks=tuple(callbacks)))
 
 
 def resume_state(run_dir: str) -> tuple[TrainConfig, dict | None]:
@@ -106,7 +119,7 @@ def resume_state(run_dir: str) -> tuple[TrainConfig, dict | None]:
     return cfg, state
 
 
-def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None = None) -> Training:
+def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None = None, budget=None) -> Training:
     rank0 = fabric.global_rank == 0
     say = _say if rank0 else (lambda line: None)
     if cfg.deterministic:
@@ -134,15 +147,18 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None =
     state = RunState(meta, model, build_optimizer(cfg, model), average=average)
     if resume:
         state.restore(resume)
-    started = (started or time.perf_counter()) - sum(h["seconds"] for h in state.history)
-    schedule = lr_schedule(cfg, world)
+    spent = sum(h["seconds"] for h in state.history) + (state.partial or {}).get("seconds", 0.0)
+    started = (started or time.perf_counter()) - spent   # the epochs before a resume count
+    budget = budget or NoBudget(cfg.epochs)
+    budget.start_run(lambda epochs: lr_schedule(dataclasses.replace(cfg, epochs=epochs), world), state.budget, spent)
+    schedule = budget.schedule
     run_dir = RunDir(cfg.out, writer=rank0)
     run_dir.open()
-    run_dir.write_config(cfg, {
-        "image_size": image_size, "data_image_size": data_size, "peak_lr": schedule.peak,
-        "warmup_epochs": schedule.rampup_epochs, "world_size": world, "global_batch": cfg.batch_size * world,
-        "weights": source, "mean": mean, "std": std, "train_images": len(train_ds),
-        "val_images": len(val_ds) if val_ds else 0, **plan.resolved()})
+    resolved = {"image_size": image_size, "data_image_size": data_size, "peak_lr": schedule.peak,
+                "warmup_epochs": schedule.rampup_epochs, "world_size": world, "global_batch": cfg.batch_size * world,
+                "weights": source, "mean": mean, "std": std, "train_images": len(train_ds),
+                "val_images": len(val_ds) if val_ds else 0, **plan.resolved(), "budget": budget.record()}
+    run_dir.write_config(cfg, resolved)
     if not resume:
         say(f"{cfg.model} ({source}), {world} x {fabric.device.type}, global batch {cfg.batch_size * world}, "
             f"peak LR {schedule.peak:g} ({cfg.lr_schedule}), precision {cfg.precision}")
@@ -150,6 +166,10 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None =
     progress, t0 = stage_progress(cfg.quiet, rank0), time.perf_counter()
     batches, val = build_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep, say, progress)
     sources_seconds = time.perf_counter() - t0
+    budget.set_sizes(len(batches), val_images=resolved["val_images"] // world, views=len(TTA_VIEWS[cfg.tta]),
+                     batch_images=cfg.batch_size, write_bytes=state.checkpoint_bytes(),
+                     say=say_over_bars if rank0 else say, margin=Pace.AGREE_EVERY if world > 1 else 1,
+                     agree=(lambda n: fabric.broadcast(n, 0)) if world > 1 else (lambda n: n))
     net = step_module(plan, model, image_size)
     module = fabric.setup_module(compiled(plan, net))
     eval_net = step_module(plan, average.module, image_size) if average else net
@@ -159,8 +179,9 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None =
         checkpoint.set_rng_state(resume["rng"])
     mix = mixer(cfg.augment(), cfg.num_classes, cfg.label_smoothing)
     criterion = _soft_target_loss if mix else functools.partial(_hard_target_loss, smoothing=cfg.label_smoothing)
-    return Training(fabric, cfg, plan, state, run_dir, net, module, eval_net, batches, val, schedule,
-                    mix or no_mixing, criterion, after_step, image_size, say, progress, started, sources_seconds)
+    return Training(fabric, cfg, plan, state, run_dir, net, module, eval_net, batches, val, budget,
+                    mix or no_mixing, criterion, after_step, image_size, say, progress, started, sources_seconds,
+                    resolved)
 
 
 def open_data(cfg: TrainConfig, device: torch.device, say=lambda line: None):
@@ -193,21 +214,23 @@ def fit(t: Training) -> dict:
     """The epochs from where the state is; returns the summary (also when stopped inside an epoch)."""
     fabric, cfg, state = t.fabric, t.cfg, t.state
     with Signals() as signals:
-        pace = Pace(fabric, signals, cfg.max_steps, cfg.batch_size * fabric.world_size)
+        pace = Pace(fabric, signals, cfg.max_steps, cfg.batch_size * fabric.world_size, t.budget)
         walls = []   # this process's epochs, training and validation: the estimate of the time left
-        for epoch in range(state.epoch, cfg.epochs):
+        while state.epoch < t.budget.epochs:   # --epochs, or the budget's plan (which may shorten)
+            epoch = state.epoch
             if t.plan.unfreeze_at is not None and epoch >= t.plan.unfreeze_at and state.model.petalnet_frozen:
                 _unfreeze(t)
             train_mode(state.model)   # frozen layers stay in eval mode (validation set them all to eval)
             t0 = time.perf_counter()
+            t.budget.begin_epoch(epoch, state.step)
             meter, step = train_epoch(t, epoch, state.step, pace)
             if not walls:   # the images/s of the real pipeline: the cache pass is part of the first epoch
                 t0 -= t.sources_seconds
             totals = meter.totals(fabric, state.partial, t0)
             if not math.isfinite(totals["loss"]):
                 raise PetalnetError(_nan_message(t.run_dir, epoch, step))
-            if step < len(t.batches):   # stopped inside the epoch: save the position
-                state.step, state.partial = step, totals
+            if step < len(t.batches) and not pace.out_of_time:   # stopped inside the epoch: save the position
+                state.step, state.partial, state.budget = step, totals, t.budget.saved()
                 t.run_dir.save_last(state)
                 fabric.barrier()
                 if pace.signalled:
@@ -220,10 +243,14 @@ def fit(t: Training) -> dict:
                 tv = time.perf_counter()
                 row.update(validate(fabric, t.eval_net, t.val, cfg.num_classes, t.progress))
                 row["val_seconds"] = time.perf_counter() - tv
+            if t.budget.end_epoch(epoch + 1, ended_early=step < len(t.batches)):   # the budget's (re-)plan
+                _record_plan(t)
+            state.budget = t.budget.saved()
             t.run_dir.end_epoch(state, state.end_epoch(row))
             fabric.barrier()
             walls.append(time.perf_counter() - t0 - (t.sources_seconds if not walls else 0.0))
-            t.say(_epoch_line(row, cfg.epochs, state.history, (cfg.epochs - epoch - 1) * sum(walls) / len(walls)))
+            left = (t.budget.epochs - epoch - 1) * sum(walls) / len(walls)
+            t.say(_epoch_line(row, t.budget.epochs, state.history, left))
             if epoch_end(t.callbacks, row, state.history) or pace.max_steps_reached:
                 break
     summary = summarize(t, pace)
@@ -241,8 +268,8 @@ def fit(t: Training) -> dict:
 def train_epoch(t: Training, epoch: int, start: int, pace: Pace):
     """Steps of ``epoch`` from step ``start`` until its end or a stop: (the epoch's Meter, step reached)."""
     meter, steps, optimizer = Meter(t.fabric.device), len(t.batches), t.state.optimizer
-    bar = epoch_bar(t.cfg, t.fabric, steps, start, epoch, t.state.history[-1].get("val_seconds", 0.0)
-                    if t.state.history else 0.0)
+    bar = epoch_bar(t.cfg, t.fabric, steps, start, epoch, t.budget.epochs,
+                    t.state.history[-1].get("val_seconds", 0.0) if t.state.history else 0.0)
     step = start
     for x, y in t.batches.epoch(epoch, start):
         lr = t.schedule(epoch + step / steps)
@@ -302,7 +329,13 @@ def summarize(t: Training, pace: Pace, stopped_at: dict | None = None) -> dict:
             / max(seconds, 1e-9), "steady_images_per_second": pace.steady_rate(), "stopped_at": stopped_at,
             "world_size": t.fabric.world_size, "weights": t.state.meta["weights_source"],
             "parameters": sum(p.numel() for p in t.state.model.parameters()), "plan": t.plan.resolved(),
-            "global_rank": t.fabric.global_rank}
+            **t.budget.summary(), "global_rank": t.fabric.global_rank}
+
+
+def _record_plan(t: Training) -> None:
+    """config.json again, with the budget's plan and the seconds it came from."""
+    t.resolved.update(warmup_epochs=t.schedule.rampup_epochs, budget=t.budget.record())
+    t.run_dir.write_config(t.cfg, t.resolved)
 
 
 def _unfreeze(t: Training) -> None:

@@ -10,6 +10,8 @@ import time
 
 import torch
 
+from petalnet.durations import duration
+
 
 class Meter:
     """The epoch's loss sum and correct predictions, kept on the device (no host sync per step). In float32
@@ -40,12 +42,15 @@ class Meter:
 
 class Pace:
     """Steps taken by this process, their steady rate after the first 10, and when to stop: on a
-    signal (ranks agree every 10 steps, so they stop at the same one) or after --max-steps."""
+    signal, when the budget's planner (``budget``) says the epoch must end to end on time (ranks agree
+    every ``AGREE_EVERY`` steps, so they stop at the same one), or after --max-steps."""
     STEADY_AFTER = 10
+    AGREE_EVERY = 10
 
-    def __init__(self, fabric, signals: "Signals", max_steps: int | None, images_per_step: int):
+    def __init__(self, fabric, signals: "Signals", max_steps: int | None, images_per_step: int, budget=None):
         self.fabric, self.signals, self.max_steps, self.images_per_step = fabric, signals, max_steps, images_per_step
-        self.total, self.t_steady, self.signalled = 0, None, False
+        self.budget = budget
+        self.total, self.t_steady, self.signalled, self.out_of_time = 0, None, False, False
 
     @property
     def max_steps_reached(self) -> bool:
@@ -55,16 +60,18 @@ class Pace:
         self.total += 1
         if self.total == self.STEADY_AFTER:
             self.t_steady = time.perf_counter()
-        self.signalled = self._agree(self.signals.received is not None, step)
-        return self.signalled or self.max_steps_reached
+        over = self.budget is not None and self.budget.after_step(step)
+        self.signalled, self.out_of_time = self._agree(self.signals.received is not None, over, step)
+        return self.signalled or self.out_of_time or self.max_steps_reached
 
-    def _agree(self, local_stop: bool, step: int) -> bool:
+    def _agree(self, signalled: bool, over: bool, step: int) -> tuple[bool, bool]:
         if self.fabric.world_size == 1:
-            return local_stop
-        if step % 10:
-            return False
-        flag = self.fabric.all_reduce(torch.tensor(float(local_stop), device=self.fabric.device), reduce_op="sum")
-        return bool(flag.item() > 0)
+            return signalled, over
+        if step % self.AGREE_EVERY:
+            return False, False
+        flags = self.fabric.all_reduce(torch.tensor([float(signalled), float(over)], device=self.fabric.device),
+                                       reduce_op="sum")
+        return bool(flags[0].item() > 0), bool(flags[1].item() > 0)
 
     def steady_rate(self) -> float | None:
         if self.t_steady is None or self.total <= self.STEADY_AFTER:
@@ -114,12 +121,6 @@ def stage_progress(quiet: bool, rank0: bool):
     return lambda it, desc: tqdm(it, desc=desc, total=len(it), leave=False, unit="batch", mininterval=0.5)
 
 
-def duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else \
-        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
 class Bar:
     """tqdm.auto's bar for an epoch (rank 0 of an interactive run; silent elsewhere): loss, LR, img/s,
     and an estimate of the whole run's time left (this epoch's steps, the epochs after it at this
@@ -146,9 +147,17 @@ class Bar:
             self.bar.close()
 
 
-def epoch_bar(cfg, fabric, total, initial, epoch, val_seconds: float = 0.0) -> Bar:
+def epoch_bar(cfg, fabric, total, initial, epoch, epochs: int, val_seconds: float = 0.0) -> Bar:
+    """``epochs``: the run's (--epochs, or the budget's plan)."""
     if fabric.global_rank != 0 or cfg.quiet or not interactive():
         return Bar()
     from tqdm.auto import tqdm
-    return Bar(tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, unit="step"),
-               cfg.epochs - epoch - 1, val_seconds)
+    return Bar(tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="step"),
+               epochs - epoch - 1, val_seconds)
+
+
+def say_over_bars(line: str) -> None:
+    """A line printed while a bar may be drawn (tqdm clears and redraws it): the budget's plan."""
+    from tqdm.auto import tqdm
+    tqdm.write(line)
+    sys.stdout.flush()

@@ -25,6 +25,7 @@ class Schedule:
     rampup_epochs: float = 5     # competition ramp-up; cosine warm-up
     sustain_epochs: float = 0
     decay: float = 0.8           # LR_EXP_DECAY
+    knots: tuple = ()            # (epoch, progress) where a budget re-plan compressed the cosine (``replanned``)
 
     def __post_init__(self):
         if self.name not in SCHEDULES:
@@ -47,9 +48,24 @@ class Schedule:
                 return self.peak
             return (self.peak - self.min_lr) * self.decay ** (epoch - self.rampup_epochs - self.sustain_epochs) \
                 + self.min_lr
-        span = max(self.epochs - self.rampup_epochs, 1e-9)
-        t = min((epoch - self.rampup_epochs) / span, 1.0)
-        return self.min_lr + (self.peak - self.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
+        return self.min_lr + (self.peak - self.min_lr) * 0.5 * (1 + math.cos(math.pi * self.progress(epoch)))
+
+    def progress(self, epoch: float) -> float:
+        """How far the cosine is at ``epoch`` (0 at the warm-up's end, 1 at the last epoch): piecewise
+        linear through the re-plans' knots, so each re-plan continues from where the run was."""
+        points = [(self.rampup_epochs, 0.0), *self.knots, (self.epochs, 1.0)]
+        for (e0, p0), (e1, p1) in zip(points, points[1:]):
+            if epoch <= e1:
+                return p0 + (p1 - p0) * (epoch - e0) / max(e1 - e0, 1e-9)
+        return 1.0
+
+    def replanned(self, at: float, epochs: int) -> "Schedule":
+        """The same schedule up to epoch ``at``, then the rest of its decay compressed (or stretched) into
+        a run of ``epochs``: the LR goes on from its value at ``at`` and reaches ``min_lr`` at the new end
+        (``--budget``'s re-plans). Only the cosine has an end to fit; the others keep their per-epoch shape."""
+        if self.name != "cosine" or at <= self.rampup_epochs:
+            return dataclasses.replace(self, epochs=epochs)
+        return dataclasses.replace(self, epochs=epochs, knots=(*self.knots, (at, self.progress(at))))
 
     def curve(self, steps_per_epoch: int) -> tuple[list[float], list[float]]:
         """(fractional epochs, LR) at every step of the run, for plots."""

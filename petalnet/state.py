@@ -4,8 +4,9 @@
 (the position a resumed run continues from), the history, the best row so far, the epoch's partial
 totals when stopped inside it, and the random generators. ``best.pt`` (``RunState.best_checkpoint``):
 the model at its best epoch and that epoch's metrics. With ``--ema`` the moving average of the weights
-(``average``) is what was validated: ``best.pt`` holds it, ``last.pt`` holds both. Tensors are saved on the CPU, whatever device
-trained. Both carry what inference needs (``meta``:
+(``average``) is what was validated: ``best.pt`` holds it, ``last.pt`` holds both. With ``--budget``,
+``last.pt`` also holds the plan. Tensors are saved on the CPU, whatever device trained. Both carry what
+inference needs (``meta``:
 model name, classes, image size, normalisation, weights' source, TTA, the config).
 """
 from __future__ import annotations
@@ -29,12 +30,13 @@ class RunState:
     best: dict | None = None           # the best epoch's history row
     partial: dict | None = None        # world totals of the epoch so far, when stopped inside it
     average: nn.Module | None = None   # --ema: the weights' moving average (timm's ModelEmaV3), else None
+    budget: dict | None = None         # --budget's plan and measurements (``budget.BudgetPlanner.saved``)
 
     def last(self) -> dict:
         average = {"ema": _cpu(self.average.state_dict())} if self.average is not None else {}
         return {**self.meta, "model": _cpu(self.model.state_dict()), "optimizer": _cpu(self.optimizer.state_dict()),
                 "epoch": self.epoch, "step": self.step, "history": self.history, "best": self.best,
-                "accumulators": self.partial, "rng": checkpoint.rng_state(), **average}
+                "accumulators": self.partial, "budget": self.budget, "rng": checkpoint.rng_state(), **average}
 
     def validated(self) -> nn.Module:
         """The weights validation scores and ``best.pt`` keeps: the moving average, else the model."""
@@ -52,7 +54,14 @@ class RunState:
             checkpoint.load_weights(self.average, saved.get("ema") or {"module." + k: v for k, v in saved["model"].items()},
                                     saved.get("path", "the checkpoint"), "the --ema average")
         self.epoch, self.step, self.history = saved["epoch"], saved["step"], saved["history"]
-        self.best, self.partial = saved["best"], saved["accumulators"]
+        self.best, self.partial, self.budget = saved["best"], saved["accumulators"], saved.get("budget")
+
+    def checkpoint_bytes(self) -> int:
+        """About what an epoch's end writes (``best.pt`` and ``last.pt``): the model twice, and the
+        optimizer's state (Adam's two moments) of each trained parameter."""
+        model = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+        trained = sum(p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad)
+        return 2 * model + 2 * trained
 
     def end_epoch(self, row: dict) -> bool:
         """Record a finished epoch; whether it is the new best (by val macro-F1; without validation,

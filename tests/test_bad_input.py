@@ -122,6 +122,8 @@ def test_cli_table_of_bad_inputs(runs, tmp_path):
         (train + ["--head-lr-scale", "0"], 2, "--head-lr-scale 0.0"),
         (train + ["--weight-decay", "-0.1"], 2, "--weight-decay -0.1"),
         (train + ["--devices", "0"], 2, "--devices 0"),
+        (train + ["--budget", "soon"], 2, "--budget soon: not a duration"),
+        (train + ["--budget", "0s"], 2, "--budget 0s: must be more than 0 seconds"),
         # other commands' options
         (["predict", good, "--data", test, "--batch-size", "0"], 2, "--batch-size 0"),
         (["evaluate", good, "--data", PETALS_192, "--batch-size", "-1"], 2, "--batch-size -1"),
