@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import timm
+import torch
 
 from petalnet.config import TrainConfig
 from petalnet.errors import PetalnetError
@@ -16,8 +17,8 @@ from petalnet.optim import lr_schedule
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
-def test_the_four_recipes():
-    assert list(RECIPES) == ["default", "tutorial", "linear", "finetune"]
+def test_the_five_recipes():
+    assert list(RECIPES) == ["default", "fast", "tutorial", "linear", "finetune"]
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
@@ -61,11 +62,11 @@ def test_overrides_do_not_leak_into_the_recipes():
     before = copy.deepcopy(RECIPES)
     recipe_config("default", epochs=1, model="resnet10t", lr=0.5)
     assert RECIPES == before
-    assert recipe_config("default").epochs == 10
+    assert recipe_config("default").epochs == 12
 
 
 def test_unknown_recipe_or_option_is_one_clear_error():
-    with pytest.raises(PetalnetError, match=r"^--recipe nope: choose one of default, tutorial, linear, finetune$"):
+    with pytest.raises(PetalnetError, match=r"^--recipe nope: choose one of default, fast, tutorial, linear, finetune$"):
         recipe_config("nope")
     with pytest.raises(PetalnetError, match=r"^unknown training options: bogus, lrate$"):
         recipe_config("default", lrate=1e-3, bogus=1, epochs=2)
@@ -76,7 +77,16 @@ def test_auto_recipe_by_hardware():
                                                         "--recipe NAME for another)")
     assert resolve_recipe(None, "cuda")[0] == "finetune" and "a GPU" in resolve_recipe(None, "cuda")[1]
     assert resolve_recipe("auto", "gpu")[0] == "finetune"   # Lightning's accelerator name
-    assert resolve_recipe("auto", "tpu")[0] == resolve_recipe("auto", "xla")[0] == "default"   # finetune's affine has no XLA path yet
+    assert resolve_recipe("auto", "tpu")[0] == resolve_recipe("auto", "xla")[0] == "fast"
+    # the default's crops (and finetune's affine) have no XLA path yet: the TPU's recipe is one XLA runs
+    from petalnet.errors import OptionError
+    from petalnet.plan import xla_plan
+    for name, runs in (("fast", True), ("default", False), ("finetune", False)):
+        try:
+            xla_plan(recipe_config(name), "32-true", 1, torch.nn.Linear(2, 2))
+            assert runs, name
+        except OptionError:
+            assert not runs, name
     # every entry names a recipe that exists and builds a config
     for name in AUTO_RECIPES.values():
         assert recipe_config(name).recipe == name
@@ -90,7 +100,7 @@ def test_auto_table_is_the_one_place_to_change(monkeypatch):
 def test_named_recipe_kept_and_unknown_ones_refused():
     for name in RECIPES:
         assert resolve_recipe(name, "cuda") == (name, f"recipe {name} (as asked)")
-    with pytest.raises(PetalnetError, match=r"^--recipe nope: choose auto or one of default, tutorial"):
+    with pytest.raises(PetalnetError, match=r"^--recipe nope: choose auto or one of default, fast, tutorial"):
         resolve_recipe("nope", "cpu")
     with pytest.raises(PetalnetError, match=r"^--recipe auto: no recipe chosen for a meta device"):
         resolve_recipe("auto", "meta")
