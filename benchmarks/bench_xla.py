@@ -1,11 +1,13 @@
 """XLA: `petalnet train --accelerator tpu` against a bare torch_xla loop on the same model, batch, precision
-and device, in the same run; plus the graphs XLA compiled during petalnet's run and the seconds spent.
+and device, in the same run; plus the graphs XLA compiled during petalnet's run (during warm-up, the
+first epoch and its validation, and after it, where the goal is none) and the seconds spent compiling.
 
 petalnet's run reads the synthetic flowers' TFRecords (480 training images at 64 px) for 2 epochs, each
-followed by validation (the training and evaluation graphs). Its steady step time is the second
-epoch's wall time per step after its first 3 steps (no compilation left by then); the bare loop feeds
-one batch already on the device and marks a step after each optimizer step, timed the same way.
-"ratio R" = bare step time / petalnet step time (1.0: no overhead).
+followed by validation (the training and evaluation graphs). Its steady step time is the median
+of the second epoch's step times after its first 3 steps (no compilation left by then); the bare loop
+feeds one batch already on the device and marks a step after each optimizer step, timed the same way.
+"ratio R" = bare step time / petalnet step time (1.0: no overhead); "cpu ratio" = the same with the
+process's CPU seconds per step, which other work on shared cores does not stretch as it stretches wall time.
 
 Run with a Python that has torch_xla, e.g. on XLA's CPU backend:
     PJRT_DEVICE=CPU $PETALNET_XLA_PYTHON benchmarks/bench_xla.py [--batch 32] [--precision 32]
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -24,8 +27,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))   # this checkout's petalnet and tests/xla_run.py
 
 
-def bare_loop(model_name: str, batch: int, size: int, precision: str, steps: int) -> float:
-    """Seconds per steady step of the plainest torch_xla training loop."""
+def bare_loop(model_name: str, batch: int, size: int, precision: str, steps: int) -> tuple[list, list]:
+    """The wall and the process CPU seconds of each steady step (after the first 3) of the plainest
+    torch_xla training loop."""
     import timm
     import torch
     import torch.nn.functional as F
@@ -37,19 +41,37 @@ def bare_loop(model_name: str, batch: int, size: int, precision: str, steps: int
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     x = torch.randn(batch, 3, size, size).to(device)
     y = torch.randint(0, 104, (batch,)).to(device)
-    t0 = None
+    ends = []
     for step in range(steps):
         if step == 3:
             xm.wait_device_ops()
-            t0 = time.perf_counter()
+            ends.append((time.perf_counter(), time.process_time()))
         with torch.autocast("xla", dtype=torch.bfloat16, enabled="bf16" in precision):
             loss = F.cross_entropy(model(x).float(), y, label_smoothing=0.1)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         torch_xla.sync()
-    xm.wait_device_ops()
-    return (time.perf_counter() - t0) / (steps - 3)
+        if ends:
+            if step == steps - 1:
+                xm.wait_device_ops()
+            ends.append((time.perf_counter(), time.process_time()))
+    return _intervals(ends)
+
+
+def _intervals(ends: list[tuple[float, float]]) -> tuple[list, list]:
+    """(wall seconds, process CPU seconds) between consecutive (wall, CPU) clock readings."""
+    pairs = list(zip(ends, ends[1:]))
+    return [b[0] - a[0] for a, b in pairs], [b[1] - a[1] for a, b in pairs]
+
+
+def compiled_graphs(first_epoch: list[dict], validations: list[dict]) -> dict:
+    """XLA's compile count, split by when: warm-up is the first epoch's training and validation."""
+    warm, total = validations[0]["compiles"], validations[-1]["compiles"]
+    return {"graphs_compiled": total, "warm_up": warm, "after_warm_up": total - warm,
+            "by_step_1": first_epoch[0]["compiles"],
+            "train_steps": first_epoch[-1]["compiles"] - first_epoch[0]["compiles"],
+            "eval_steps": warm - first_epoch[-1]["compiles"]}
 
 
 def main() -> None:
@@ -74,20 +96,35 @@ def main() -> None:
             out = json.load(fh)
     steps, vals = out["steps"], out["validations"]
     per_epoch = len(steps) // 2
-    second = steps[per_epoch:]
-    petalnet_step = (second[-1]["t"] - second[3]["t"]) / (len(second) - 4)
-    bare_step = bare_loop(args.model, args.batch, args.image_size, args.precision, steps=per_epoch + 3)
+    # the second epoch's steps after its first 3, and as many of the bare loop's
+    petalnet_wall, petalnet_cpu = _intervals([(s["t"], s["cpu"]) for s in steps[per_epoch + 3:]])
+    bare_wall, bare_cpu = bare_loop(args.model, args.batch, args.image_size, args.precision, steps=per_epoch + 3)
+    # medians: another process's burst on this machine's shared cores lands in a few steps of one loop
+    petalnet_step, bare_step = statistics.median(petalnet_wall), statistics.median(bare_wall)
     ratio = bare_step / petalnet_step
+    # the process's CPU seconds per step (all its threads, the loader's included): the work done, which
+    # other processes on the same cores do not stretch as they stretch wall time
+    cpu_ratio = statistics.median(bare_cpu) / statistics.median(petalnet_cpu)
+    graphs = compiled_graphs(steps[:per_epoch], vals)
     result = {"device": out["summary"]["plan"]["device"], "pjrt_device": os.environ.get("PJRT_DEVICE", "TPU"),
               "model": args.model, "batch": args.batch, "image_size": args.image_size, "precision": args.precision,
               "steps": len(steps), "petalnet_step_s": petalnet_step, "bare_step_s": bare_step, "ratio": ratio,
-              "graphs_compiled": vals[-1]["compiles"], "compiled_after_step_3": vals[-1]["compiles"] - steps[2]["compiles"],
-              "compile_seconds": vals[-1]["compile_seconds"], "fallbacks": vals[-1]["fallbacks"]}
+              "petalnet_mean_step_s": statistics.mean(petalnet_wall), "bare_mean_step_s": statistics.mean(bare_wall),
+              "petalnet_cpu_step_s": statistics.median(petalnet_cpu), "bare_cpu_step_s": statistics.median(bare_cpu),
+              "cpu_ratio": cpu_ratio, **graphs, "compile_seconds": vals[-1]["compile_seconds"],
+              "fallbacks": vals[-1]["fallbacks"]}
     print(f"petalnet train on XLA ({result['pjrt_device']}): {args.model} {args.image_size}px batch {args.batch} "
-          f"{args.precision}, {len(steps)} steps in 2 epochs")
-    print(f"  petalnet step {petalnet_step * 1e3:.1f} ms, bare torch_xla loop {bare_step * 1e3:.1f} ms")
-    print(f"  graphs compiled {result['graphs_compiled']} ({result['compiled_after_step_3']} after step 3: "
-          f"validation), {result['compile_seconds']:.1f} s compiling; aten fallbacks: {result['fallbacks'] or 'none'}")
+          f"precision {args.precision}, {len(steps)} steps and {len(vals)} validations in 2 epochs")
+    print(f"  steady step, median (mean): petalnet {petalnet_step * 1e3:.1f} ms "
+          f"({result['petalnet_mean_step_s'] * 1e3:.1f}), bare torch_xla loop {bare_step * 1e3:.1f} ms "
+          f"({result['bare_mean_step_s'] * 1e3:.1f})")
+    print(f"  process CPU time per step, median: petalnet {result['petalnet_cpu_step_s'] * 1e3:.1f} ms, bare "
+          f"{result['bare_cpu_step_s'] * 1e3:.1f} ms: cpu ratio {cpu_ratio:.3f}")
+    print(f"  graphs compiled {graphs['graphs_compiled']}: {graphs['warm_up']} in warm-up (epoch 1 and its "
+          f"validation: {graphs['by_step_1']} by the end of step 1, set-up and the first step, whose optimizer "
+          f"state is new; {graphs['train_steps']} in steps 2-{per_epoch}; {graphs['eval_steps']} in validation), "
+          f"{graphs['after_warm_up']} after it")
+    print(f"  {result['compile_seconds']:.1f} s compiling; aten fallbacks: {result['fallbacks'] or 'none'}")
     print(f"ratio {ratio:.3f}")
     if args.json:
         with open(args.json, "w") as fh:

@@ -38,7 +38,7 @@ from petalnet.errors import PetalnetError
 from petalnet.frozen import effective_freezing, freeze, set_backbone_frozen, train_mode
 from petalnet.models import create_model, normalization
 from petalnet.optim import build_optimizer, lr_schedule, set_lr
-from petalnet.pace import Meter, Pace, Signals, epoch_bar, say_over_bars, stage_progress
+from petalnet.pace import Meter, Pace, Signals, epoch_bar, loss_dtype, say_over_bars, stage_progress, zeros_on
 from petalnet.plan import Plan, compiled, make_plan, step_module
 from petalnet.rundir import RunDir
 from petalnet.state import RunState
@@ -277,11 +277,13 @@ def train_epoch(t: Training, epoch: int, start: int, pace: Pace):
         x, target = t.mix(x, y)
         logits = t.module(x)
         loss = t.criterion(logits, target)
+        # before the optimizer step, whose sync ends an XLA step: added after it, the sums were a second
+        # graph run every step (measured)
+        meter.add(loss, logits, y)
         t.fabric.backward(loss)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         t.after_step(epoch * steps + step)
-        meter.add(loss, logits, y)
         step += 1
         bar.advance(step, loss, lr, meter.seen * t.fabric.world_size)
         if pace.after_step(step):
@@ -297,13 +299,14 @@ def validate(fabric, module, batches, num_classes: int, progress=None) -> dict:
     ``progress``: a bar over the batches (``pace.stage_progress``)."""
     was_training = module.training
     module.eval()
-    cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=fabric.device)
-    loss = torch.zeros((), dtype=torch.float64, device=fabric.device)
+    # summed into inside the evaluation step's graph (``pace.zeros_on``: no graph of their own on XLA)
+    cm = zeros_on(fabric.device, torch.long, (num_classes, num_classes))
+    loss = zeros_on(fabric.device, loss_dtype(fabric.device))
     for views, labels in progress(batches, "validate") if progress else batches:
         y = labels.to(fabric.device)
         with fabric.autocast():
             probs = sum(F.softmax(module(v).float(), dim=1) for v in views) / len(views)
-        loss += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").double()
+        loss += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").to(loss.dtype)
         cm += metrics.confusion_matrix(y, probs.argmax(1), num_classes)
     if fabric.world_size > 1:
         cm = fabric.all_reduce(cm, reduce_op="sum")

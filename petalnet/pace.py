@@ -14,14 +14,11 @@ from petalnet.durations import duration
 
 
 class Meter:
-    """The epoch's loss sum and correct predictions, kept on the device (no host sync per step). In float32
-    on XLA: TPUs have no float64 arithmetic."""
+    """The epoch's loss sum and correct predictions, kept on the device (no host sync per step)."""
 
     def __init__(self, device):
-        dtype = torch.float32 if torch.device(device).type == "xla" else torch.float64
-        # made on the host and copied: on XLA a zeros op is a graph to compile, a copy is not
-        self.loss = torch.zeros((), dtype=dtype).to(device)
-        self.correct = torch.zeros((), dtype=torch.long).to(device)
+        self.loss = zeros_on(device, loss_dtype(device))
+        self.correct = zeros_on(device, torch.long)
         self.seen = 0
 
     def add(self, loss, logits, y) -> None:
@@ -38,6 +35,19 @@ class Meter:
         return {"loss": before["loss"] + sums[0].item(), "correct": before["correct"] + int(sums[1].item()),
                 "seen": before["seen"] + int(sums[2].item()),
                 "seconds": before["seconds"] + time.perf_counter() - t0}
+
+
+def loss_dtype(device) -> torch.dtype:
+    """Loss sums in float64, in float32 on XLA: TPUs have no float64 arithmetic."""
+    return torch.float32 if torch.device(device).type == "xla" else torch.float64
+
+
+def zeros_on(device, dtype, shape=(1,)) -> torch.Tensor:
+    """Zeros to sum into on ``device``, made on the host and copied, never 0-dim. On XLA a copied tensor
+    is data the step's graph reads, whereas ``torch.zeros(device=...)`` is a graph of its own, and a 0-dim
+    tensor holding 0 or 1, even copied, is a constant of every graph that reads it (torch_xla's
+    "special scalars"): each epoch's new 0-dim zeros compiled one more graph at its start (measured)."""
+    return torch.zeros(shape, dtype=dtype).to(device)
 
 
 class Pace:

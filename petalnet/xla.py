@@ -66,11 +66,13 @@ def make_fabric(devices, num_nodes: int):
                           "on every host under torch_xla's launcher, not supported here)")
     if cpu_backend():
         if devices not in (1, "1", "auto"):
-            # torch_xla's launcher starts one process for the CPU backend whatever nprocs says
-            # (_internal/pjrt.run_multiprocess: TPU, CUDA and NEURON count local processes, else 1), so
-            # Fabric's N ranks would never start; data-parallel XLA needs TPU cores
-            raise OptionError(f"--devices {devices}: XLA's CPU backend (PJRT_DEVICE=CPU) runs one device per "
-                              "process and torch_xla starts one process there; several devices need TPU cores")
+            # torch_xla 2.9's launcher starts one process for the CPU backend whatever nprocs says
+            # (_internal/pjrt.run_multiprocess: TPU, CUDA and NEURON count local processes, else 1), its
+            # CPU_NUM_DEVICES=N devices run as N threads of it, and their collectives never meet: tried with
+            # a bare xmp.spawn and xm.all_reduce, XLA's rendezvous waits for op_id 0 in one thread and 1 in
+            # the other and aborts the process after 10 s; data-parallel XLA needs TPU cores
+            raise OptionError(f"--devices {devices}: XLA's CPU backend (PJRT_DEVICE=CPU) trains on one device "
+                              "(torch_xla cannot run collectives between its CPU devices); several need TPU cores")
         accelerator = _cpu_backend_shim()
     else:
         accelerator = "tpu"

@@ -2,7 +2,8 @@
 (``PETALNET_XLA_PYTHON``), as ``python tests/xla_run.py CONFIG_JSON OUT_JSON``: one ``petalnet.engine.train``
 of the TrainConfig fields in CONFIG_JSON, instrumented from outside the engine: after every training
 step and every validation, XLA's compile count and its ``aten::`` counters (operations that fell back to
-the CPU) are recorded, without a host sync of their own. OUT_JSON gets those and the summary.
+the CPU) are recorded, without a host sync of their own, with the wall and process CPU clocks. OUT_JSON
+gets those and the summary.
 """
 import json
 import sys
@@ -29,7 +30,7 @@ def main(config_path: str, out_path: str) -> None:
     after_step, validate = pace.Pace.after_step, engine.validate
 
     def recorded_step(self, step):
-        steps.append({"step": step, "t": time.perf_counter(), **probe()})
+        steps.append({"step": step, "t": time.perf_counter(), "cpu": time.process_time(), **probe()})
         return after_step(self, step)
 
     def recorded_validate(*args, **kwargs):
