@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from petalnet.augment import flip_mask, step_generator
-from petalnet.inference import chunked
+from petalnet.inference import CHUNK, chunked
 
 
 class FeatureCache:
@@ -93,6 +93,17 @@ def estimate_bytes(bottom: nn.Module, image_size: int, count: int, dtype: torch.
     with torch.no_grad():
         out = bottom.eval()(torch.zeros(1, 3, image_size, image_size, device=device))
     return count * out.numel() * torch.finfo(dtype).bits // 8
+
+
+def seconds_per_view(bottom: nn.Module, image_size: int, device, autocast) -> float:
+    """Seconds the cache pass spends per image and view, from timing one chunk after a warm-up one."""
+    import time
+    x = torch.zeros(CHUNK, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), autocast():
+        bottom.eval()(x)
+        t = time.perf_counter()
+        bottom(x).float().sum().item()   # .item(): the device's queue is done too
+    return (time.perf_counter() - t) / CHUNK
 
 
 def free_memory(device: torch.device) -> int:

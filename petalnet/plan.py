@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from petalnet import xla
-from petalnet.cache import cache_dtype, estimate_bytes, free_memory
+from petalnet.cache import cache_dtype, estimate_bytes, free_memory, seconds_per_view
 from petalnet.errors import OptionError
 from petalnet.frozen import Bottom, CPUFrozenBackbone, Features, Head, Top, features_frozen
 
@@ -79,7 +79,7 @@ def make_plan(cfg, device: torch.device, precision: str, world: int, model: nn.M
     stage = getattr(model, "petalnet_frozen_stage", None)
     backbone_frozen = stage is None and features_frozen(model, image_size)
     whole = backbone_frozen and cfg.freeze_epochs == 0   # frozen for the whole run
-    frozen, note, aug = "none", None, cfg.augment()
+    frozen, note, aug, views = "none", None, cfg.augment(), 0
     # augmentations drawn once into the cache's views (--cache-views); MixUp/CutMix mix images per step
     cacheable = not aug.any() or (cfg.cache_views > 0 and not (aug.mixup or aug.cutmix))
     if (stage is not None or whole) and cfg.cache_frozen and cacheable:
@@ -88,6 +88,8 @@ def make_plan(cfg, device: torch.device, precision: str, world: int, model: nn.M
         need, free = estimate_bytes(part, image_size, views, cache_dtype(precision), device), free_memory(device)
         if need <= free / 3:
             frozen = "cached-bottom" if stage is not None else "cached-features"
+            if cfg.cache_views and cfg.budget is not None:
+                views, note = views_that_fit(cfg, part, model, stage, image_size, images, device, precision)
         else:
             note = (f"frozen-part cache would take {need / 2**30:.1f} GiB of {free / 2**30:.1f} GiB free: "
                     "running it every step instead")
@@ -101,7 +103,36 @@ def make_plan(cfg, device: torch.device, precision: str, world: int, model: nn.M
                 workers=0 if threads else count, threads=count if threads else 0,
                 background=threads and cpu and world == 1, pin_memory=device.type == "cuda", flips=flips, frozen=frozen,
                 unfreeze_from=stage, unfreeze_at=cfg.freeze_epochs or None, compile=cfg.compile_mode if cfg.compile else None,
-                decode=cfg.decode, cache_views=cfg.cache_views if frozen.startswith("cached") else 0, note=note)
+                decode=cfg.decode, cache_views=(views if cfg.budget is not None else cfg.cache_views)
+                if frozen.startswith("cached") else 0, note=note)
+
+
+# With --budget, the cache pass (every view of every image) may take this share of the budget; the rest
+# is for the epochs. A rule, not a measured optimum: on petals-mini a 5-minute budget then caches no
+# crops (the image and mirror alone take ~90 s on 2 cores) and trains epochs instead; 20 minutes
+# caches the default's 4.
+CACHE_SHARE = 0.25
+
+
+def views_that_fit(cfg, part: nn.Module, model: nn.Module, stage: int | None, image_size: int,
+                   images: tuple[int, int], device, precision: str) -> tuple[int, str | None]:
+    """(augmented views to cache, the line saying so when fewer than asked) under ``--budget``: from the
+    time the bottom takes per image and view, timed here as the cache pass runs it."""
+    from petalnet.durations import parse_duration, short
+    from petalnet.inference import prepare_for_cpu
+    bf16 = "bf16" in precision
+    if device.type == "cpu":   # the cache pass runs the prepared copy on a CPU (batches._cached_sources)
+        prepared = prepare_for_cpu(model, image_size, bf16)[0]
+        part = Bottom(prepared, stage) if stage is not None else Features(prepared)
+    per_view = seconds_per_view(part, image_size, device,
+                                lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16))
+    budget = parse_duration(cfg.budget)
+    left = CACHE_SHARE * budget / per_view - 2 * (images[0] + images[1])   # image-views after image + mirror
+    views = max(0, min(cfg.cache_views, int(left // max(images[0], 1))))
+    if views == cfg.cache_views:
+        return views, None
+    return views, (f"--budget {short(budget)}: {views} of the {cfg.cache_views} augmented views cached (the cache "
+                   f"pass may take a quarter of the budget: {per_view * 1000:.1f} ms per image and view here)")
 
 
 def xla_plan(cfg, precision: str, world: int, model: nn.Module) -> Plan:

@@ -97,6 +97,14 @@ def test_the_plan_caches_augmented_views_only_when_asked_and_possible():
         _plan(cache_views=2)
 
 
+def test_a_budget_caches_the_views_that_fit_a_quarter_of_it():
+    roomy = _plan(rrc=0.5, cache_views=4, budget="10h")
+    assert roomy.cache_views == 4 and roomy.note is None
+    tight = _plan(rrc=0.5, cache_views=4, budget="1s")   # not even the images and mirrors fit: no crops
+    assert tight.frozen == "cached-bottom" and tight.cache_views == 0
+    assert tight.note.startswith("--budget 1.0s: 0 of the 4 augmented views cached")
+
+
 def test_a_run_with_cached_views_trains_from_them(tmp_path):
     from petalnet.data.synthetic import synthetic_data
     from petalnet.engine import train
