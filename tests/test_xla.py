@@ -165,4 +165,4 @@ def test_xla_plan_refuses_what_xla_cannot_run(option):
     """A CUDA or eager-only feature on XLA is one OptionError naming the option, never a silent slow path."""
     cfg = TrainConfig(**{**RUN, **option})
     with pytest.raises(OptionError, match="not available on XLA"):
-        make_plan(cfg, torch.device("xla"), "32-true", 1, torch.nn.Linear(2, 2), 64, 100)
+        make_plan(cfg, torch.device("xla"), "32-true", 1, torch.nn.Linear(2, 2), 64, (100, 0))
