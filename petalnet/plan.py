@@ -79,17 +79,17 @@ def make_plan(cfg, device: torch.device, precision: str, world: int, model: nn.M
     stage = getattr(model, "petalnet_frozen_stage", None)
     backbone_frozen = stage is None and features_frozen(model, image_size)
     whole = backbone_frozen and cfg.freeze_epochs == 0   # frozen for the whole run
-    frozen, note, aug, views = "none", None, cfg.augment(), 0
+    frozen, note, aug, crops = "none", None, cfg.augment(), cfg.cache_views
     # augmentations drawn once into the cache's views (--cache-views); MixUp/CutMix mix images per step
     cacheable = not aug.any() or (cfg.cache_views > 0 and not (aug.mixup or aug.cutmix))
     if (stage is not None or whole) and cfg.cache_frozen and cacheable:
         part = Bottom(model, stage) if stage is not None else Features(model)
-        views = (2 + cfg.cache_views) * images[0] + 2 * images[1]
-        need, free = estimate_bytes(part, image_size, views, cache_dtype(precision), device), free_memory(device)
+        maps = (2 + cfg.cache_views) * images[0] + 2 * images[1]   # image, mirror (and crops) of each
+        need, free = estimate_bytes(part, image_size, maps, cache_dtype(precision), device), free_memory(device)
         if need <= free / 3:
             frozen = "cached-bottom" if stage is not None else "cached-features"
             if cfg.cache_views and cfg.budget is not None:
-                views, note = views_that_fit(cfg, part, model, stage, image_size, images, device, precision)
+                crops, note = views_that_fit(cfg, part, model, stage, image_size, images, device, precision)
         else:
             note = (f"frozen-part cache would take {need / 2**30:.1f} GiB of {free / 2**30:.1f} GiB free: "
                     "running it every step instead")
@@ -103,8 +103,7 @@ def make_plan(cfg, device: torch.device, precision: str, world: int, model: nn.M
                 workers=0 if threads else count, threads=count if threads else 0,
                 background=threads and cpu and world == 1, pin_memory=device.type == "cuda", flips=flips, frozen=frozen,
                 unfreeze_from=stage, unfreeze_at=cfg.freeze_epochs or None, compile=cfg.compile_mode if cfg.compile else None,
-                decode=cfg.decode, cache_views=(views if cfg.budget is not None else cfg.cache_views)
-                if frozen.startswith("cached") else 0, note=note)
+                decode=cfg.decode, cache_views=crops if frozen.startswith("cached") else 0, note=note)
 
 
 # With --budget, the cache pass (every view of every image) may take this share of the budget; the rest

@@ -115,3 +115,7 @@ def test_a_run_with_cached_views_trains_from_them(tmp_path):
     resolved = json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]
     assert resolved["frozen"] == "cached-bottom" and resolved["cache_views"] == 2
     assert summary["epochs"] == 2 and summary["best_val_macro_f1"] is not None
+
+
+def test_a_budget_without_cached_views_caches_image_and_mirror_only():
+    assert _plan(budget="10h").cache_views == 0 and _plan(budget="1s").cache_views == 0
