@@ -97,12 +97,17 @@ def test_the_plan_caches_augmented_views_only_when_asked_and_possible():
         _plan(cache_views=2)
 
 
-def test_a_budget_caches_the_views_that_fit_a_quarter_of_it():
+def test_a_budget_caches_the_views_that_fit_a_quarter_of_it(monkeypatch):
+    import petalnet.plan
+    monkeypatch.setattr(petalnet.plan, "seconds_per_view", lambda *a: 0.01)   # 10 ms per image and view, timed
+    # 100 train + 20 val images: image and mirror take 240 x 10 ms; a quarter of the budget holds the rest
     roomy = _plan(rrc=0.5, cache_views=4, budget="10h")
     assert roomy.cache_views == 4 and roomy.note is None
-    tight = _plan(rrc=0.5, cache_views=4, budget="1s")   # not even the images and mirrors fit: no crops
+    assert _plan(rrc=0.5, cache_views=4, budget="20s").cache_views == 2      # 5 s: 500 - 240 -> 2 views of 100
+    tight = _plan(rrc=0.5, cache_views=4, budget="9s")   # not even the images and mirrors fit: no crops
     assert tight.frozen == "cached-bottom" and tight.cache_views == 0
-    assert tight.note.startswith("--budget 1.0s: 0 of the 4 augmented views cached")
+    assert tight.note == ("--budget 9.0s: 0 of the 4 augmented views cached (the cache pass may take a quarter "
+                          "of the budget: 10.0 ms per image and view here)")
 
 
 def test_a_run_with_cached_views_trains_from_them(tmp_path):
