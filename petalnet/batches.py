@@ -15,11 +15,9 @@ import time
 import torch
 
 from petalnet.augment import flip_mask, step_generator, tta_views, view_choice
-from petalnet.cache import FeatureCache, cache_dtype
+from petalnet.cache import FeatureCache, cache_dtype, frozen_part
 from petalnet.data.loader import WithIndex, create_loader
 from petalnet.errors import PetalnetError
-from petalnet.frozen import Bottom, Features
-from petalnet.inference import CHUNK, prepare_for_cpu
 from petalnet.xla import DeviceLoader, Padded
 
 
@@ -53,8 +51,7 @@ class CachedBatches:
     def __init__(self, cache: FeatureCache, *, batch_size: int, seed: int, flips: bool):
         self.cache, self.batch_size, self.seed = cache, batch_size, seed
         # the views an epoch may show (the mirror, view 1, only with flips on)
-        self.allowed = torch.tensor([0, 1] if flips else [0]) if cache.views == 2 else \
-            torch.tensor([v for v in range(cache.views) if flips or v != 1])
+        self.allowed = torch.tensor([v for v in range(cache.views) if flips or v != 1])
 
     def __len__(self) -> int:
         return -(-len(self.cache) // self.batch_size)
@@ -119,10 +116,8 @@ def _xla_sources(plan, cfg, fabric, train_ds, val_ds, prep, common):
 
 def _cached_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep, common, say, progress):
     dtype = cache_dtype(plan.precision)
-    split = (lambda m: Bottom(m, plan.unfreeze_from)) if plan.frozen == "cached-bottom" else Features
-    bottom, chunk = split(model), None
-    if plan.device == "cpu":   # the frozen part from a prepared copy: batch norm folded, weights cast once
-        bottom, chunk = split(prepare_for_cpu(model, image_size, bf16=dtype == torch.bfloat16)[0]), CHUNK
+    stage = plan.unfreeze_from if plan.frozen == "cached-bottom" else None
+    bottom, chunk = frozen_part(model, stage, fabric.device, image_size, bf16=dtype == torch.bfloat16)
     t0 = time.perf_counter()
     # this rank's fixed shard of each split, in dataset order (epochs reshuffle the training rows locally)
     loaders = [create_loader(WithIndex(train_ds), cfg.batch_size * 2, pad=True, **common)]

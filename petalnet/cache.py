@@ -7,11 +7,14 @@ epoch of a head-only run reads no images at all (benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
 from petalnet.augment import flip_mask, step_generator
-from petalnet.inference import CHUNK, chunked
+from petalnet.frozen import Bottom, Features
+from petalnet.inference import CHUNK, chunked, prepare_for_cpu
 
 
 class FeatureCache:
@@ -95,9 +98,18 @@ def estimate_bytes(bottom: nn.Module, image_size: int, count: int, dtype: torch.
     return count * out.numel() * torch.finfo(dtype).bits // 8
 
 
+def frozen_part(model: nn.Module, stage: int | None, device: torch.device, image_size: int, bf16: bool):
+    """(the frozen part as the cache pass runs it, images per call): ``Bottom(model, stage)``, or the whole
+    backbone (``Features``) when ``stage`` is None; on a CPU from a prepared copy (batch norm folded,
+    weights cast once), ``CHUNK`` images at a time."""
+    split = (lambda m: Bottom(m, stage)) if stage is not None else Features
+    if device.type == "cpu":
+        return split(prepare_for_cpu(model, image_size, bf16=bf16)[0]), CHUNK
+    return split(model), None
+
+
 def seconds_per_view(bottom: nn.Module, image_size: int, device, autocast) -> float:
     """Seconds the cache pass spends per image and view, from timing one chunk after a warm-up one."""
-    import time
     x = torch.zeros(CHUNK, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), autocast():
         bottom.eval()(x)

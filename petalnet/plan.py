@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from petalnet import xla
-from petalnet.cache import cache_dtype, estimate_bytes, free_memory, seconds_per_view
+from petalnet.cache import cache_dtype, estimate_bytes, free_memory, frozen_part, seconds_per_view
 from petalnet.errors import OptionError
 from petalnet.frozen import Bottom, CPUFrozenBackbone, Features, Head, Top, features_frozen
 
@@ -89,7 +89,7 @@ def make_plan(cfg, device: torch.device, precision: str, world: int, model: nn.M
         if need <= free / 3:
             frozen = "cached-bottom" if stage is not None else "cached-features"
             if cfg.cache_views and cfg.budget is not None:
-                crops, note = views_that_fit(cfg, part, model, stage, image_size, images, device, precision)
+                crops, note = views_that_fit(cfg, model, stage, image_size, images, device, precision)
         else:
             note = (f"frozen-part cache would take {need / 2**30:.1f} GiB of {free / 2**30:.1f} GiB free: "
                     "running it every step instead")
@@ -113,16 +113,13 @@ def make_plan(cfg, device: torch.device, precision: str, world: int, model: nn.M
 CACHE_SHARE = 0.25
 
 
-def views_that_fit(cfg, part: nn.Module, model: nn.Module, stage: int | None, image_size: int,
+def views_that_fit(cfg, model: nn.Module, stage: int | None, image_size: int,
                    images: tuple[int, int], device, precision: str) -> tuple[int, str | None]:
     """(augmented views to cache, the line saying so when fewer than asked) under ``--budget``: from the
     time the bottom takes per image and view, timed here as the cache pass runs it."""
     from petalnet.durations import parse_duration, short
-    from petalnet.inference import prepare_for_cpu
     bf16 = "bf16" in precision
-    if device.type == "cpu":   # the cache pass runs the prepared copy on a CPU (batches._cached_sources)
-        prepared = prepare_for_cpu(model, image_size, bf16)[0]
-        part = Bottom(prepared, stage) if stage is not None else Features(prepared)
+    part = frozen_part(model, stage, device, image_size, bf16)[0]   # as the cache pass runs it
     per_view = seconds_per_view(part, image_size, device,
                                 lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16))
     budget = parse_duration(cfg.budget)
