@@ -3,8 +3,9 @@
 batch norm folded, bf16 weights, chunks of 16), counting that preparation and not; the same pass with
 the eager model under bf16 autocast (how petalnet ran before), in fp32, and exported to ONNX
 (onnxruntime); and the whole `petalnet predict` command (process start, imports, model load, CSV;
-`--precision auto`: float32 on a CPU). Then what bf16 changes: labels and largest probability difference
-against float32 on petals-mini val (the measured effect `--precision auto` avoids on a CPU).
+`--precision auto`: bf16 for a run trained in bf16 on a CPU with native bf16, else float32). Then what
+bf16 changes: labels and largest probability difference against float32 on petals-mini val (what
+`--precision 32` avoids: the labels of the run's ONNX export).
 
 usage: python benchmarks/bench_predict.py [RUN_DIR] [--data PETALS_MINI] [--batch 64] [--workers N]
 Without RUN_DIR, a 1-epoch `linear` run of tf_efficientnet_lite0 at 192 px is trained first (the

@@ -16,6 +16,7 @@ epoch's row. The training engine (``petalnet.engine``) is imported when ``train`
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -89,18 +90,12 @@ class Run:
         on): ``accuracy``, ``macro_f1``, ``macro_precision``, ``macro_recall``, ``images``, ``per_class``
         and ``confusion_matrix``, as ``petalnet evaluate`` prints. ``out``: also write its folder
         (metrics.json, confusion.png, examples.png). ``tta`` None: the run's own views."""
-        from petalnet.evaluate import evaluate_split
-        from petalnet.predict import check_labels, evaluation, predict_dataset
+        from petalnet.evaluate import evaluate_labelled, evaluate_split
         predictor, name, ds, device = self._predictor_and_split(data, split, "val", None, device, image_size)
-        kw = dict(batch_size=batch_size, tta=tta, precision=precision, device=device)
+        kw = dict(data=str(self._data(data)), batch_size=batch_size, tta=tta, precision=precision, device=device)
         if out:
-            return evaluate_split([predictor], ds, name, out, data=str(self._data(data)), **kw)
-        if not ds.labeled:
-            raise PetalnetError(f"{self._data(data)}: split '{name}' is unlabelled: evaluate needs labels")
-        labels, _ = ds.metadata()
-        check_labels(predictor.num_classes, labels, f"{self._data(data)} ({name})", ds)
-        probs, targets = predict_dataset([predictor], ds, **kw)
-        return evaluation(probs, targets)
+            return evaluate_split([predictor], ds, name, out, **kw)
+        return evaluate_labelled([predictor], ds, name, **kw)[0]
 
     def predict(self, data=None, split: str = "test", output: str | None = "submission.csv", *,
                 tta: str | None = None, precision: str = "auto", batch_size: int = 64, device: str = "auto",
@@ -129,12 +124,9 @@ def train(data, out, recipe: str = "default", *, callbacks=(), **overrides) -> R
     """``petalnet.train(data, out, recipe="default", **overrides)`` -> ``api.Run``: ``petalnet train``'s
     options as keywords (TrainConfig's names: ``epochs=3, force=True``), with the same defaults as the
     CLI for the same recipe (``recipe="auto"``: by the hardware, as the CLI). ``callbacks``: ``petalnet.api``."""
-    from petalnet.accel import device_type
     from petalnet.engine import train as run_training
-    from petalnet.recipes import recipe_config, resolve_recipe
-    name, reason = resolve_recipe(recipe, device_type(overrides.get("accelerator", "auto")))
-    if recipe in (None, "auto"):
-        print(reason, flush=True)
-    cfg = recipe_config(name, data=data if isinstance(data, (list, tuple)) else str(data), out=str(out), **overrides)
+    from petalnet.recipes import config_for
+    cfg = config_for(recipe, say=functools.partial(print, flush=True),
+                     data=data if isinstance(data, (list, tuple)) else str(data), out=str(out), **overrides)
     run_training(cfg, callbacks=callbacks)
     return Run(cfg.out)

@@ -5,6 +5,7 @@ One subcommand per job; bad input is one error line and a non-zero exit.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -59,14 +60,11 @@ def cmd_demo(args) -> int:
 def _config_from_args(args, exclude=(), say: bool = True):
     """The recipe's TrainConfig with the options given on the command line on top; ``--recipe auto``
     picks the recipe by the hardware found (and says which, when ``say``)."""
-    from petalnet.accel import device_type
     from petalnet.config import TrainConfig
-    from petalnet.recipes import recipe_config, resolve_recipe
-    recipe, reason = resolve_recipe(args.recipe, device_type(getattr(args, "accelerator", "auto")))
-    if say and args.recipe in (None, "auto"):
-        print(reason, flush=True)
+    from petalnet.recipes import config_for
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"recipe", *exclude}
-    return recipe_config(recipe, **{k: v for k, v in vars(args).items() if k in fields})
+    return config_for(args.recipe, say=functools.partial(print, flush=True) if say else None,
+                      **{k: v for k, v in vars(args).items() if k in fields})
 
 
 def cmd_train(args) -> int:

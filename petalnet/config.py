@@ -54,11 +54,12 @@ def check_number(flag: str, value, *rules, integer: bool = False, optional: bool
 
 
 def option(default, help: str, group: str = "", *, flag: str | None = None, negate: str | None = None,
-           rules: tuple = (), **argparse_kw):
+           rules: tuple = (), also: tuple = (), **argparse_kw):
     """A TrainConfig field and its command-line option. ``flag``: the option's name (default: the field's
     with dashes); ``negate``: a store_false option instead (``--no-flip``); no ``group``: not an option;
-    ``rules``: what a number must pass (``at_least(1)``...; ``TrainConfig.check``)."""
-    meta = dict(help=help, group=group, flag=flag, negate=negate, kw=argparse_kw, rules=rules)
+    ``rules``: what a number must pass (``at_least(1)``...; ``TrainConfig.check``); ``also``: values accepted
+    beside ``choices`` but not offered by the command line (other spellings, a resumed run's resolved value)."""
+    meta = dict(help=help, group=group, flag=flag, negate=negate, kw=argparse_kw, rules=rules, also=also)
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -153,7 +154,7 @@ class TrainConfig:
     devices: int = option(1, "processes on this machine; >1 runs DDP", HW, type=int, rules=(at_least(1),))
     num_nodes: int = option(1, "machines (under torchrun or SLURM)", HW, type=int, rules=(at_least(1),))
     precision: str = option("auto", "auto: bf16 autocast where the CPU/GPU supports it, else 32", HW,
-                            choices=["auto", "32", "bf16-mixed", "16-mixed"])
+                            choices=["auto", "32", "bf16-mixed", "16-mixed"], also=("32-true", "bf16", "16"))
     workers: int | None = option(None, "loader worker processes (or threads, --loader threads) per device "
                                  "(default: on CPU one thread; on GPU CPUs / GPUs, at most 8)", HW, type=int,
                                  rules=(at_least(0),))
@@ -180,11 +181,14 @@ class TrainConfig:
         """Raise OptionError naming the option (``--batch-size 0: must be at least 1``) for the first
         value out of range; called before anything is written."""
         for f in dataclasses.fields(self):
+            flag, value = f.metadata.get("flag") or "--" + f.name.replace("_", "-"), getattr(self, f.name)
             if f.metadata.get("rules"):
                 kind = str(f.type)
-                check_number(f.metadata["flag"] or "--" + f.name.replace("_", "-"), getattr(self, f.name),
-                             *f.metadata["rules"], integer="int" in kind and "float" not in kind,
+                check_number(flag, value, *f.metadata["rules"], integer="int" in kind and "float" not in kind,
                              optional="None" in kind)
+            choices = f.metadata.get("kw", {}).get("choices")
+            if choices and value not in (*choices, *f.metadata.get("also", ())):   # the Python API: argparse checks the command line's
+                raise OptionError(f"{flag} {value}: choose {', '.join(map(str, choices))}")
         aug = self.augment()
         if self.cache_views and not (aug.geometric or aug.color or aug.cutout):
             raise OptionError(f"--cache-views {self.cache_views}: the views are drawn by --rrc, --affine, --color "

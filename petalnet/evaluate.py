@@ -20,19 +20,27 @@ def default_out(model: str, split: str) -> str:
     return os.path.join(model, f"eval-{split}") if os.path.isdir(model) else f"eval-{split}"
 
 
-def evaluate_split(predictors, ds, split: str, out: str, *, data: str, label_key: str = "class", **predict_kw) -> dict:
-    """Predict ``ds`` (split ``split`` of ``data``), write OUT/metrics.json, confusion.png, per_class.png,
-    mistakes.png, examples.png; returns the evaluation (``predict.evaluation``) with ``confident_mistakes``."""
-    from petalnet.plots import mistakes_grid, plot_class_scores, plot_confusion, prediction_grid
+def evaluate_labelled(predictors, ds, split: str, *, data: str, label_key: str = "class",
+                      **predict_kw) -> tuple[dict, np.ndarray, np.ndarray, list[str]]:
+    """(``predict.evaluation`` of ``ds``, split ``split`` of ``data``; its probabilities, labels, ids):
+    an unlabelled split or labels the models do not have are one-line errors before any prediction."""
     if not ds.labeled:
         raise PetalnetError(f"{data}: split '{split}' is unlabelled (no '{label_key}' feature): "
                             "evaluate needs labels; use `petalnet predict` for a submission")
     labels, ids = ds.metadata()
     check_labels(predictors[0].num_classes, labels, f"{data} ({split})", ds)
+    probs, targets = predict_dataset(predictors, ds, **predict_kw)
+    return evaluation(probs, targets), probs, targets, ids
+
+
+def evaluate_split(predictors, ds, split: str, out: str, *, data: str, label_key: str = "class", **predict_kw) -> dict:
+    """Predict ``ds`` (split ``split`` of ``data``), write OUT/metrics.json, confusion.png, per_class.png,
+    mistakes.png, examples.png; returns the evaluation (``predict.evaluation``) with ``confident_mistakes``."""
+    from petalnet.plots import mistakes_grid, plot_class_scores, plot_confusion, prediction_grid
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         raise PetalnetError(f"{out}: its parent folder does not exist")
-    probs, targets = predict_dataset(predictors, ds, **predict_kw)
-    result = evaluation(probs, targets)
+    result, probs, targets, ids = evaluate_labelled(predictors, ds, split, data=data, label_key=label_key,
+                                                    **predict_kw)
     result["confident_mistakes"] = confident_mistakes(probs, targets, ids)
     os.makedirs(out, exist_ok=True)
     report = {k: v for k, v in result.items() if k != "confusion_matrix"}

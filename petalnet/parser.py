@@ -67,8 +67,9 @@ def predict_args(p: argparse.ArgumentParser, default_split: str) -> None:
 
 def precision_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "32", "bf16"],
-                   help="auto: float32 on a CPU (the same labels as the exported ONNX model and on any CPU), "
-                        "bf16 autocast on a CUDA GPU; 32 or bf16 to choose (default: auto)")
+                   help="auto: bf16 autocast on a CUDA GPU, and on a CPU with native bf16 (AMX/AVX512-BF16) for "
+                        "a model trained in bf16, else float32; 32: the exported ONNX model's labels exactly "
+                        "(default: auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:

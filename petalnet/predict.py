@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from petalnet import checkpoint, metrics
 from petalnet.atomic import atomic_path
-from petalnet.accel import DevicePreprocess, keep_freed_memory
+from petalnet.accel import DevicePreprocess, cpu_supports_bf16, keep_freed_memory
 from petalnet.augment import TTA_VIEWS, tta_views
 from petalnet.classes import CLASSES
 from petalnet.data.images import MAX_PIXELS  # serve imports it from here
@@ -43,6 +43,7 @@ class Predictor:
     std: tuple
     model_name: str = ""
     tta: str = "none"                 # the views the run was validated with: predict's default
+    trained_bf16: bool = False        # trained under bf16 autocast: --precision auto runs it in bf16 where fast
     cpu_models: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # by bf16: see inference_model
 
 
@@ -95,25 +96,31 @@ def load_predictor(path: str, device: torch.device | None = None) -> Predictor:
     model, _ = create_model(state["model_name"], state["num_classes"], pretrained=False)
     checkpoint.load_weights(model, state["model"], file, f"{state['model_name']} with {state['num_classes']} classes")
     model = model.to(device or torch.device("cpu"), memory_format=torch.channels_last).eval()
+    trained = state.get("config", {}).get("precision") if isinstance(state.get("config"), dict) else None
     return Predictor(path, model, state["num_classes"], state["image_size"], tuple(state["mean"]), tuple(state["std"]),
-                     state["model_name"], state.get("tta", "none"))
+                     state["model_name"], state.get("tta", "none"), trained_bf16=trained == "bf16-mixed")
 
 
 PRECISIONS = ("auto", "32", "bf16")
 
 
 def inference_precision(precision: str, device: torch.device, predictors=()) -> str:
-    """'32' or 'bf16' for ``--precision`` on ``device``. 'auto': float32 on a CPU (the labels of an
-    exported ONNX model and of any other CPU; bf16 changed 18 of 773 petals-mini val labels of a Lite0 run,
-    benchmarks/bench_predict.py, for 1.7x the img/s),
-    bf16 autocast on a CUDA GPU. bf16 with an ONNX model (float32 in onnxruntime) is an OptionError."""
+    """'32' or 'bf16' for ``--precision`` on ``device``. 'auto': bf16 autocast on a CUDA GPU; on a CPU, bf16
+    where every model was trained under bf16 autocast and the CPU runs bf16 natively (AMX/AVX512-BF16), else
+    float32. A model trained in bf16 was validated in bf16 (its frozen part runs in bf16 in training's
+    cache pass), and bf16 predicts it 1.9x as fast here (benchmarks/bench_accuracy.py); float32 (``32``)
+    gives the labels of its ONNX export exactly. bf16 with an ONNX model (float32 in onnxruntime) is an
+    OptionError."""
     if precision not in PRECISIONS:
         raise OptionError(f"--precision {precision}: choose {', '.join(PRECISIONS)}")
     from petalnet.onnx_model import OnnxModel
     if precision == "bf16" and any(isinstance(p.model, OnnxModel) for p in predictors):
         raise OptionError("--precision bf16: an ONNX model runs in float32 (onnxruntime); use auto or 32")
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "32"
+        if device.type == "cuda":
+            return "bf16"
+        trained_bf16 = bool(predictors) and all(p.trained_bf16 for p in predictors)
+        return "bf16" if trained_bf16 and cpu_supports_bf16() else "32"
     return precision
 
 

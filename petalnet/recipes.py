@@ -68,6 +68,17 @@ def recipe_config(name: str, **overrides):
 AUTO_RECIPES: dict[str, str] = {"cpu": "default", "cuda": "finetune", "tpu": "fast", "mps": "default"}
 
 
+def config_for(recipe: str | None, say=print, **overrides):
+    """``recipe_config`` of ``recipe`` with ``overrides``; ``auto`` (or None) picks the recipe for the
+    hardware that ``overrides``' accelerator finds, and ``say``s which (``say`` None: silently). The CLI
+    and ``petalnet.train`` both start here: the same defaults for the same recipe."""
+    from petalnet.accel import device_type
+    name, reason = resolve_recipe(recipe, device_type(overrides.get("accelerator", "auto")))
+    if recipe in (None, "auto") and say:
+        say(reason)
+    return recipe_config(name, **overrides)
+
+
 def resolve_recipe(name: str | None, device_type: str) -> tuple[str, str]:
     """(recipe name, reason to print) for ``--recipe NAME`` on a ``device_type`` device ('cpu', 'cuda',
     'tpu', 'mps'; Fabric's ``device.type``; 'gpu' is read as 'cuda'). ``auto`` (or None) picks from

@@ -1,5 +1,6 @@
 """No traceback for bad input (issue 14): the CLI on a table of hostile or careless inputs exits 1 (bad
 data or file) or 2 (bad option), says one line naming what is wrong, and leaves nothing behind."""
+import dataclasses
 import json
 import math
 import os
@@ -11,7 +12,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import petalnet
 from petalnet.cli import main
+from petalnet.config import TrainConfig
+from petalnet.errors import OptionError
 from tests.conftest import PETALS_192, ROOT, free_port
 from tests.test_checkpoint import Payload, tiny_state, write_run
 
@@ -216,3 +220,23 @@ def test_predict_request_without_file_answers_the_documented_error_json():
         for r in (client.post("/api/predict", data={"other": "x"}), client.post("/api/predict")):
             assert r.status_code == 422 and set(r.json()) == {"error"}, r.text
             assert "'file'" in r.json()["error"] and "required" in r.json()["error"].lower()
+
+
+CHOICE_FIELDS = [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("kw", {}).get("choices")]
+
+
+@pytest.mark.parametrize("field", CHOICE_FIELDS, ids=lambda f: f.name)
+def test_every_train_choice_is_checked_in_the_python_api_too_no_run_folder(tmp_path, field):
+    """argparse refuses a value outside an option's choices; ``petalnet.train`` (no argparse) must too,
+    naming the flag, before anything is written. A resumed run's resolved precision stays accepted."""
+    flag = field.metadata["flag"] or "--" + field.name.replace("_", "-")
+    out = tmp_path / "api-run"
+    with pytest.raises(OptionError, match=rf"^{flag} nonsense: choose {field.metadata['kw']['choices'][0]}, "):
+        petalnet.train(PETALS_192, out, **{field.name: "nonsense"})
+    assert not out.exists()
+    TrainConfig(**{field.name: field.metadata["kw"]["choices"][-1]}).check()
+
+
+def test_a_resumed_runs_resolved_precision_passes_the_check():
+    for resolved in ("32-true", "bf16-mixed", "16-mixed"):
+        TrainConfig(precision=resolved).check()

@@ -1,5 +1,6 @@
 """Issue 18, deliverable 4: the same model gives the same predictions in every format: the ONNX file
-carries the run's TTA and predict applies it; ``--precision`` (auto: float32 on a CPU)."""
+carries the run's TTA and predict applies it; ``--precision`` (auto on a CPU: float32, or bf16 for a model
+trained in bf16 where the CPU runs bf16 natively)."""
 import os
 
 import numpy as np
@@ -69,6 +70,7 @@ def test_precision_auto_is_float32_on_cpu(flip_run, petals):
     run, onnx_file = flip_run
     cpu = torch.device("cpu")
     assert inference_precision("auto", cpu) == "32" and inference_precision("auto", torch.device("cuda")) == "bf16"
+    assert not load_predictor(run).trained_bf16   # its checkpoint says nothing of training: float32
     with pytest.raises(OptionError, match="--precision 16: choose auto, 32, bf16"):
         inference_precision("16", cpu)
     with pytest.raises(OptionError, match="--precision bf16: an ONNX model runs in float32"):
@@ -83,6 +85,25 @@ def test_precision_auto_is_float32_on_cpu(flip_run, petals):
     with pytest.raises(SystemExit) as e:   # argparse: the choices, exit 2
         main(["evaluate", run, "--data", petals, "--precision", "16"])
     assert e.value.code == 2
+
+
+def test_precision_auto_follows_bf16_training_where_the_cpu_runs_bf16(flip_run, tmp_path, monkeypatch):
+    run, onnx_file = flip_run
+    state = checkpoint.load_model(os.path.join(run, "checkpoints", "best.pt"))
+    cpu, models = torch.device("cpu"), {}
+    for precision in ("bf16-mixed", "32-true"):
+        path = str(tmp_path / f"{precision}.pt")
+        checkpoint.save({**state, "config": {"precision": precision}}, path)
+        models[precision] = load_predictor(path)
+    bf16, fp32, onnx = models["bf16-mixed"], models["32-true"], load_predictor(onnx_file)
+    assert bf16.trained_bf16 and not fp32.trained_bf16
+    monkeypatch.setattr("petalnet.predict.cpu_supports_bf16", lambda: True)
+    assert inference_precision("auto", cpu, [bf16]) == "bf16"
+    assert inference_precision("auto", cpu, [bf16, fp32]) == "32"   # an ensemble: every member trained in bf16
+    assert inference_precision("auto", cpu, [bf16, onnx]) == "32"
+    assert inference_precision("32", cpu, [bf16]) == "32"
+    monkeypatch.setattr("petalnet.predict.cpu_supports_bf16", lambda: False)   # no native bf16: float32
+    assert inference_precision("auto", cpu, [bf16]) == "32"
 
 
 def test_serve_gives_the_run_and_its_onnx_export_the_same_answer(flip_run, petals):

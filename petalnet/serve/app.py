@@ -157,7 +157,7 @@ def _add_guards(app: FastAPI, max_bytes: int) -> None:
 
 def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_pixels: int = MAX_PIXELS,
                max_batch: int = 16, top_k: int = 5, precision: str = "auto") -> FastAPI:
-    """``precision``: ``predict.inference_precision`` (auto: float32 on the CPU, as predict)."""
+    """``precision``: ``predict.inference_precision`` (auto: as predict)."""
     inference_precision(precision, torch.device("cpu"), [predictor])   # a bad value fails here, not per request
     batcher = Batcher(predictor, max_batch=max_batch, precision=precision)
     name = os.path.basename(os.path.normpath(predictor.name))
