@@ -1,5 +1,7 @@
 """``--budget``: how many epochs fit in a wall-clock budget, planned from the steps measured, and
-shortened (never lengthened, so a plan cannot oscillate) when epochs prove slower.
+shortened when epochs prove slower (never by more epochs: a plan cannot oscillate between epoch counts).
+The time left after the whole epochs becomes a shorter last epoch (``last_steps``) where a quarter of an
+epoch fits; a re-plan may lengthen that one, up to whole, when epochs prove faster.
 
 The engine calls a planner at fixed points: ``begin_epoch`` before an epoch's steps, ``after_step``
 after each step (from ``pace.Pace.after_step``; True asks to end this epoch now: the safety net),
@@ -11,6 +13,7 @@ a fake one), counted from the command's start. Plain Python, no torch.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -32,6 +35,14 @@ WRITE_BYTES_PER_SECOND = 500e6
 # (backward ~ 2 forwards), per TTA view. Used until the first validation is measured; where a frozen
 # part is run every step it underestimates, and the re-plan at the first epoch's end corrects it.
 VAL_COST = 1 / 3
+# The least of an epoch a plan ends with: time left after the whole epochs that holds fewer steps (beside
+# the epoch's validation and writes) is kept unused; more, and the last epoch ends at a planned step, with
+# the LR schedule ending there. Without it a run ended up to an epoch before its budget (--budget 5m: 4.5
+# minutes, the issue's lower edge).
+MIN_PART = 0.25
+# The least a re-plan lengthens a partial last epoch by (a share of an epoch's steps): smaller changes are
+# measurement noise, not worth a re-plan and its line.
+GROW = 0.05
 
 
 def steps_to_measure(steps: int) -> int:
@@ -92,6 +103,7 @@ class BudgetPlanner:
         self.seconds, self.label, self.cap, self.reserve = seconds, label or duration(seconds), cap, reserve
         self.t_start = self.clock() - already
         self.epochs, self.first, self.replans, self.cut, self.schedule = cap, None, [], None, None
+        self.last_steps = self.first_last = None   # steps of a partial last epoch (now / in the first plan)
         self.step_s = self.val_s = self.epoch_s = self.planned_s = self.spent = None
         self.val_measured, self.write_s, self.excess = False, 0.0, 0.0
         self.steps, self.val_images, self.views, self.batch_images = 1, 0, 1, 1
@@ -112,8 +124,12 @@ class BudgetPlanner:
             self.first, self.epochs = saved["planned_epochs"], saved["epochs"]
             self.replans = [list(r) for r in saved.get("replans", [])]
         self.schedule = make_schedule(self.first or self.cap)
-        for done, total in self.replans:   # the same compressions again: the LR continues where it was
-            self.schedule = self.schedule.replanned(done, total)
+        if saved and "lr_knots" in saved:   # the schedule as it was: its length, end and compressions
+            self.schedule = dataclasses.replace(self.schedule, epochs=self.epochs, end=saved.get("lr_end"),
+                                                knots=tuple(tuple(k) for k in saved["lr_knots"]))
+        else:   # a plan saved before partial epochs: the same compressions again
+            for done, total in self.replans:
+                self.schedule = self.schedule.replanned(done, total)
 
     def set_sizes(self, steps: int, *, val_images: int, views: int, batch_images: int, write_bytes: int = 0,
                   say=print, agree=lambda n: n, margin: int = 1) -> None:
@@ -146,7 +162,10 @@ class BudgetPlanner:
             if self.n - 1 >= steps_to_measure(self.steps) and step < self.steps:
                 self._plan(now, self._rate())
             return False
-        return step < self.steps and self._over(now)
+        return step < self.steps and (self._planned_end(step) or self._over(now))
+
+    def _planned_end(self, step: int) -> bool:
+        return self.last_steps is not None and self.epoch + 1 == self.epochs and step >= self.last_steps
 
     def _over(self, now: float) -> bool:
         """Whether one more step (``margin``: until processes can next agree), the validation, the writes
@@ -169,7 +188,9 @@ class BudgetPlanner:
         if self.epochs_run and self.t_first is not None:   # a later epoch's first step: loader start-up
             self.excess = max(0.0, self.t_first - self.t_begin - self.step_s)
         self.epochs_run += 1
-        if ended_early:   # the safety net: this epoch is the last
+        if ended_early and self._planned_end(self.pos):   # the plan's partial last epoch: done
+            pass
+        elif ended_early:   # the safety net: this epoch is the last
             self.cut = {"epoch": done, "step": self.pos, "steps": self.steps}
             self.say(f"budget {self.label}: epoch {done} ended at step {self.pos}/{self.steps} to finish in time")
             self._replan(now, done, fits=0)
@@ -191,6 +212,29 @@ class BudgetPlanner:
     def _epoch_seconds(self) -> float:
         return max(self.steps * self.step_s + self.val_s + self.write_s + self.excess, 1e-6)
 
+    def _fit(self, left: float, done: int) -> tuple[int, int | None]:
+        """(epochs, steps of a partial last one or None) that end ``left`` seconds after epoch ``done``:
+        whole epochs, then part of one where at least ``MIN_PART`` of its steps fit beside its validation
+        and writes (a multiple of ``margin``: processes agree to stop every ``margin`` steps)."""
+        full = max(0, math.floor(left / self.epoch_s))
+        if done + full >= self.cap:
+            return self.cap, None
+        spare = left - full * self.epoch_s - self.val_s - self.write_s - self.excess
+        part = int(spare / self.step_s) // self.margin * self.margin if spare > 0 and self.step_s > 0 else 0
+        if part < max(1, MIN_PART * self.steps):
+            return done + full, None
+        return done + full + 1, min(part, self.steps - 1)
+
+    def _end(self, total: int, part: int | None) -> float | None:
+        """Where the LR schedule ends: inside the last epoch when it is partial."""
+        return None if part is None else total - 1 + part / self.steps
+
+    def _seconds(self, epochs: int, part: int | None) -> float:
+        """What ``epochs`` more epochs take, the last ``part`` steps long (None: whole)."""
+        if part is None:
+            return epochs * self.epoch_s
+        return (epochs - 1) * self.epoch_s + part * self.step_s + self.val_s + self.write_s + self.excess
+
     def _plan(self, now: float, rate: float, done: int | None = None) -> None:
         """The first plan: this epoch (from its step ``pos``, or ``done`` and written) and as many more as fit."""
         self.step_s = rate
@@ -199,31 +243,49 @@ class BudgetPlanner:
         self.epoch_s = self._epoch_seconds()
         current = self.epoch + 1 if done is None else done
         rest = self.write_s + (0.0 if done is not None else (self.steps - self.pos) * rate + self.val_s)
-        more = max(0, math.floor((self.deadline - now - rest) / self.epoch_s))
-        total = self.agree(max(current, min(self.cap, current + more)))
+        total, part = self.agree(self._fit(self.deadline - now - rest, current))
         self.first = self.epochs = total
-        ends = now - self.t_start + rest + (total - current) * self.epoch_s + self.reserve
+        self.first_last = self.last_steps = part
+        ends = now - self.t_start + rest + self._seconds(total - current, part) + self.reserve
         self.planned_s = min(ends, self.seconds)   # not even one epoch: the safety net ends it in time
-        self.schedule, self._changed = self.make_schedule(total), True
+        self.schedule = self.make_schedule(total).replanned(0, total, self._end(total, part))
+        self._changed = True
         self.say(self._plan_line(ends > self.seconds, done))
 
     def _replan(self, now: float, done: int, fits: int | None = None) -> None:
-        """Shorten the plan when the epochs left do not fit the time left at the measured pace."""
+        """Shorten the plan when the epochs left do not fit the time left at the measured pace; lengthen a
+        partial last epoch (never add one) when more of it fits."""
         self.epoch_s = self._epoch_seconds()
-        if fits is None:
-            fits = max(0, math.floor((self.deadline - now - self.write_s) / self.epoch_s))
-        total = self.agree(max(done, min(self.epochs, done + fits)))
-        if total >= self.epochs:
+        fit = self._fit(self.deadline - now - self.write_s, done) if fits is None else (done + fits, None)
+        total, part = self.agree(fit)
+        longer = self._steps_of(total, part) > self._steps_of(self.epochs, self.last_steps)
+        if longer:   # never more epochs; a partial last epoch may grow, up to whole (estimates were cautious)
+            total, part = self.epochs, (None if total > self.epochs else part)
+            grows = self._steps_of(total, part) - self._steps_of(self.epochs, self.last_steps)
+            if grows < max(self.margin, GROW * self.steps):   # not worth a re-plan and a line
+                return
+        if (total, part) == (self.epochs, self.last_steps):
             return
         self.replans.append([done, total])
-        self.epochs, self._changed = total, True
-        self.schedule = self.schedule.replanned(done, total)   # ending now too: lr.png shows the LR followed
-        if total > done:
-            self.say(f"budget {self.label}: epochs take {short(self.epoch_s)} now: plan shortened to {total} epochs "
-                     f"({duration(self.deadline + self.reserve - now)} left)")
+        self.epochs, self.last_steps, self._changed = total, part, True
+        # ending now too: lr.png shows the LR followed
+        self.schedule = self.schedule.replanned(done, total, self._end(total, part))
+        left = duration(self.deadline + self.reserve - now)
+        if longer:
+            self.say(f"budget {self.label}: epochs take {short(self.epoch_s)} now: the last epoch lengthened to "
+                     + (f"{part} of its {self.steps} steps" if part else "a whole one") + f" ({left} left)")
+        elif total > done:
+            self.say(f"budget {self.label}: epochs take {short(self.epoch_s)} now: plan shortened to {total} epochs"
+                     f"{self._part_words(part)} ({left} left)")
         elif self.cut is None:
             self.say(f"budget {self.label}: no time for another epoch ({short(self.epoch_s)} each): ending after "
                      f"epoch {done}")
+
+    def _steps_of(self, epochs: int, part: int | None) -> int:
+        return (epochs - 1) * self.steps + (self.steps if part is None else part)
+
+    def _part_words(self, part: int | None) -> str:
+        return "" if part is None else f", the last {part} of its {self.steps} steps"
 
     def _plan_line(self, too_long: bool, done: int | None) -> str:
         val = f" + {short(self.val_s)} validation {'measured' if self.val_measured else 'estimated'}" \
@@ -235,14 +297,15 @@ class BudgetPlanner:
         if too_long:
             return f"budget {self.label}: not even one epoch fits ({how}): training what fits of epoch " \
                    f"{self.epoch + 1}, then validating and finishing"
-        return f"budget {self.label}: {self.first} epochs planned ({how})"
+        return f"budget {self.label}: {self.first} epochs planned{self._part_words(self.first_last)} ({how})"
 
     # --- what is recorded ---
 
     def saved(self) -> dict:
         """The plan and its measurements, for last.pt (``start_run`` continues from it)."""
         return {"planned_epochs": self.first, "epochs": self.epochs, "replans": [list(r) for r in self.replans],
-                **{key: getattr(self, attr) for key, attr in _ATTR.items()}}
+                **{key: getattr(self, attr) for key, attr in _ATTR.items()},
+                "lr_end": self.schedule.end, "lr_knots": [list(k) for k in self.schedule.knots]}
 
     def record(self) -> dict:
         """config.json's ``resolved.budget``: the budget, the plan, and the seconds it came from."""
@@ -257,4 +320,5 @@ class BudgetPlanner:
 
 # saved() keys -> attributes: what a resumed run needs to continue the plan (and record it)
 _ATTR = {"step_seconds": "step_s", "val_seconds": "val_s", "val_measured": "val_measured", "write_seconds": "write_s",
-         "epoch_seconds": "epoch_s", "planned_seconds": "planned_s", "spent_before_training": "spent"}
+         "epoch_seconds": "epoch_s", "planned_seconds": "planned_s", "spent_before_training": "spent",
+         "last_steps": "last_steps", "planned_last_steps": "first_last"}

@@ -74,9 +74,12 @@ def _int(minimum: int):
     return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _triple(v) -> bool:
-    return (isinstance(v, (list, tuple)) and len(v) == 3
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v))
+    return isinstance(v, (list, tuple)) and len(v) == 3 and all(_number(x) for x in v)
 
 
 def _tensors(v) -> bool:
@@ -87,6 +90,9 @@ def _tensors(v) -> bool:
 def _budget_plan(v) -> bool:
     ok = isinstance(v, dict) and _int(1)(v.get("epochs")) and (v.get("planned_epochs") is None
                                                                  or _int(1)(v["planned_epochs"]))
+    ok = ok and all(v.get(k) is None or _int(1)(v[k]) for k in ("last_steps", "planned_last_steps"))
+    ok = ok and (v.get("lr_end") is None or _number(v["lr_end"])) and isinstance(v.get("lr_knots", []), list) and all(
+        isinstance(k, (list, tuple)) and len(k) == 2 and all(_number(x) for x in k) for k in v.get("lr_knots", []))
     return ok and isinstance(v.get("replans", []), list) and all(
         isinstance(r, (list, tuple)) and len(r) == 2 and all(_int(1)(x) for x in r) for r in v.get("replans", []))
 
@@ -121,7 +127,7 @@ def load_resume(path: str) -> dict:
                                                                                    "seconds"))),
         "None or a dict of loss, correct, seen, seconds")
     if state.get("budget") is not None:   # --budget's plan (absent from runs without one, and older ones)
-        _field(state, path, "budget", _budget_plan, "a dict of planned_epochs, epochs (integers >= 1) and replans")
+        _field(state, path, "budget", _budget_plan, "a dict of planned_epochs, epochs (integers >= 1), replans and the LR's end")
     _field(state, path, "rng", lambda v: isinstance(v, dict) and {"torch", "numpy", "python"} <= set(v)
            and isinstance(v["torch"], torch.Tensor), "a dict of torch, numpy and python RNG states")
     now = rng_state()

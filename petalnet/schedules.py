@@ -26,6 +26,7 @@ class Schedule:
     sustain_epochs: float = 0
     decay: float = 0.8           # LR_EXP_DECAY
     knots: tuple = ()            # (epoch, progress) where a budget re-plan compressed the cosine (``replanned``)
+    end: float | None = None     # where the cosine reaches min_lr when the last epoch is partial (--budget), else epochs
 
     def __post_init__(self):
         if self.name not in SCHEDULES:
@@ -51,21 +52,23 @@ class Schedule:
         return self.min_lr + (self.peak - self.min_lr) * 0.5 * (1 + math.cos(math.pi * self.progress(epoch)))
 
     def progress(self, epoch: float) -> float:
-        """How far the cosine is at ``epoch`` (0 at the warm-up's end, 1 at the last epoch): piecewise
-        linear through the re-plans' knots, so each re-plan continues from where the run was."""
-        points = [(self.rampup_epochs, 0.0), *self.knots, (self.epochs, 1.0)]
+        """How far the cosine is at ``epoch`` (0 at the warm-up's end, 1 at the run's end: the last epoch's,
+        or ``end`` within it): piecewise linear through the re-plans' knots, so each re-plan continues from
+        where the run was."""
+        points = [(self.rampup_epochs, 0.0), *self.knots, (self.epochs if self.end is None else self.end, 1.0)]
         for (e0, p0), (e1, p1) in zip(points, points[1:]):
             if epoch <= e1:
                 return p0 + (p1 - p0) * (epoch - e0) / max(e1 - e0, 1e-9)
         return 1.0
 
-    def replanned(self, at: float, epochs: int) -> "Schedule":
+    def replanned(self, at: float, epochs: int, end: float | None = None) -> "Schedule":
         """The same schedule up to epoch ``at``, then the rest of its decay compressed (or stretched) into
-        a run of ``epochs``: the LR goes on from its value at ``at`` and reaches ``min_lr`` at the new end
-        (``--budget``'s re-plans). Only the cosine has an end to fit; the others keep their per-epoch shape."""
+        a run of ``epochs`` (ending at epoch ``end`` inside the last one, where given): the LR goes on from
+        its value at ``at`` and reaches ``min_lr`` at the new end (``--budget``'s plans). Only the cosine
+        has an end to fit; the others keep their per-epoch shape."""
         if self.name != "cosine" or at <= self.rampup_epochs:
-            return dataclasses.replace(self, epochs=epochs)
-        return dataclasses.replace(self, epochs=epochs, knots=(*self.knots, (at, self.progress(at))))
+            return dataclasses.replace(self, epochs=epochs, end=end)
+        return dataclasses.replace(self, epochs=epochs, end=end, knots=(*self.knots, (at, self.progress(at))))
 
     def curve(self, steps_per_epoch: int) -> tuple[list[float], list[float]]:
         """(fractional epochs, LR) at every step of the run, for plots."""

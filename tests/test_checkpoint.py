@@ -169,6 +169,9 @@ def test_malformed_checkpoint_is_one_line_naming_file_and_field(case, state, tmp
     ("optimizer", torch.zeros(1), "'optimizer' must be an optimizer state dict"),
     ("config", [], "'config' must be a dict"),
     ("rng", {"torch": torch.zeros(3, dtype=torch.uint8), "numpy": 1, "python": 2}, "'rng' holds a state"),
+    ("budget", {"planned_epochs": 3, "epochs": 3, "lr_knots": [[1, "x"]]}, "'budget' must be a dict of planned_epochs"),
+    ("budget", {"planned_epochs": 3, "epochs": 3, "lr_end": float("nan")}, "'budget' must be a dict of planned_epochs"),
+    ("budget", {"planned_epochs": 3, "epochs": 3, "last_steps": 0}, "'budget' must be a dict of planned_epochs"),
 ])
 def test_malformed_resume_state_is_one_line(field, value, words, state, tmp_path, capsys):
     run = write_run(tmp_path / "run", dict(state, **{field: value}))
