@@ -1,7 +1,6 @@
 """``petalnet compare``: the tutorial's closing study, several runs side by side (optionally trained first)."""
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -10,19 +9,7 @@ from petalnet.classes import CLASSES
 from petalnet.data.dataset import open_split
 from petalnet.errors import PetalnetError
 from petalnet.predict import check_labels, evaluation, load_predictor, predict_dataset
-
-
-def _run_files(run: str) -> tuple[dict, list[dict], dict]:
-    try:
-        with open(os.path.join(run, "summary.json")) as fh:
-            summary = json.load(fh)
-        with open(os.path.join(run, "config.json")) as fh:
-            config = json.load(fh)
-        with open(os.path.join(run, "history.jsonl")) as fh:
-            history = [json.loads(line) for line in fh]
-    except (OSError, ValueError) as e:
-        raise PetalnetError(f"{run}: not a finished petalnet run folder ({e})") from None
-    return summary, history, config
+from petalnet.rundir import read_finished
 
 
 def compare(runs: list[str], out: str, *, data: str | None = None, split: str = "val", progress=None) -> list[dict]:
@@ -31,10 +18,10 @@ def compare(runs: list[str], out: str, *, data: str | None = None, split: str = 
     from petalnet.report import compare_report
     if not runs:
         raise PetalnetError("compare needs run folders (or --train --models ...)")
+    finished = [read_finished(run) for run in runs]   # every run folder checked before anything is written
     os.makedirs(out, exist_ok=True)
     rows, histories, per_class = [], {}, {}
-    for run in runs:
-        summary, history, config = _run_files(run)
+    for run, (summary, history, config) in zip(runs, finished):
         name = os.path.basename(os.path.abspath(run))
         predictor = load_predictor(run)
         ds = open_split(data or config["data"], split, image_size=predictor.image_size)   # several stored: the run's

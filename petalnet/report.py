@@ -7,7 +7,6 @@ import json
 import os
 
 from petalnet.atomic import write_text as write_html
-from petalnet.errors import PetalnetError
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -38,15 +37,8 @@ def _page(title: str, subtitle: str, parts: list[str]) -> str:
 
 def run_report(run_dir: str, eval_dir: str | None, path: str) -> str:
     """config, curves, LR, metrics, per-class table, confusion matrix and examples of one run."""
-    def load(name):
-        p = os.path.join(run_dir, name)
-        if not os.path.isfile(p):
-            raise PetalnetError(f"{run_dir}: no {name}: is it a finished petalnet run folder?")
-        with open(p) as fh:
-            return json.load(fh)
-    summary, config = load("summary.json"), load("config.json")
-    with open(os.path.join(run_dir, "history.jsonl")) as fh:
-        history = [json.loads(line) for line in fh]
+    from petalnet.rundir import read_finished
+    summary, history, config = read_finished(run_dir)
     parts = ["<h2>Summary</h2>", _table([summary], [
         ("model", "model", ""), ("image_size", "image size", "d"), ("epochs", "epochs", "d"),
         ("best_epoch", "best epoch", "d"), ("best_val_macro_f1", "best val macro-F1", ".4f"),
@@ -100,13 +92,12 @@ def report_run(run_dir: str, path: str, eval_dir: str | None = None, data: str |
     """``petalnet report``: (the HTML page written, the evaluation when one was run for it). A run not
     yet evaluated is evaluated first on its data's val split (into RUN_DIR/eval-val), so the page has
     the confusion matrix and examples."""
+    from petalnet.rundir import read_finished
+    config = read_finished(run_dir)[2]   # an unfinished folder: one line before any evaluation
     eval_dir = eval_dir or os.path.join(run_dir, "eval-val")
     result = None
     if not os.path.isdir(eval_dir):
-        config = os.path.join(run_dir, "config.json")
-        if data is None and os.path.isfile(config):
-            with open(config) as fh:
-                data = json.load(fh).get("data")
+        data = data or config.get("data")
         if data:
             from petalnet.evaluate import evaluate_split
             from petalnet.predict import inference_split, load_predictor, resolve_device

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import os
 import re
 import shutil
@@ -28,6 +29,23 @@ from petalnet.errors import PetalnetError
 WRITTEN = ("config.json", "history.jsonl", "summary.json", "checkpoints", "curves.png", "lr.png", "data.json",
            "train_samples.png", "report.html", "eval-*")
 _TEMPORARY = re.compile(r".*\.\d+\.tmp(\.\w+)?$")   # atomic_path's files of a killed writer
+
+
+def read_finished(path: str) -> tuple[dict, list[dict], dict]:
+    """(summary, history, config) of a finished run folder (compare and report read them); a file missing
+    or unreadable is one PetalnetError line naming it."""
+    found = []
+    for name in ("summary.json", "history.jsonl", "config.json"):
+        file = os.path.join(path, name)
+        try:
+            with open(file) as fh:
+                found.append([json.loads(line) for line in fh if line.strip()] if name.endswith(".jsonl")
+                             else json.load(fh))
+        except FileNotFoundError:
+            raise PetalnetError(f"{path}: no {name}: not a finished petalnet run folder") from None
+        except (OSError, ValueError) as e:
+            raise PetalnetError(f"{file}: unreadable ({e})") from None
+    return found[0], found[1], found[2]
 
 
 class RunDir:

@@ -109,3 +109,24 @@ def test_killed_between_epoch_end_writes_resumes_consistent(synthetic, tmp_path,
     assert best["epoch"] == on_disk["best_epoch"]
     assert best["metrics"]["val_macro_f1"] == on_disk["best_val_macro_f1"] == max(r["val_macro_f1"] for r in rows)
     assert [r["epoch"] for r in rows] == [1, 2, 3]
+
+
+def test_compare_and_report_name_what_an_unfinished_run_folder_lacks(tmp_path, capsys):
+    """Both read a run folder through ``rundir.read_finished``: a missing or unreadable file is one line
+    naming it, exit 1, before anything is written (no compare folder, no evaluation, no page)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    commands = (["compare", str(run), "--out", str(tmp_path / "cmp")], ["report", str(run)])
+    for argv in commands:
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{run}: no summary.json: not a finished petalnet run folder" in err, err
+    (run / "summary.json").write_text("{oops")
+    (run / "history.jsonl").write_text("")
+    for argv in commands:
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{run / 'summary.json'}: unreadable (" in err, err
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "history.jsonl", "summary.json"]
+    assert not (tmp_path / "cmp").exists()
