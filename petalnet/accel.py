@@ -5,11 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from petalnet import augment
+from petalnet.config import PRECISIONS
 from petalnet.errors import OptionError, PetalnetError
 
 
-PRECISIONS = {"32": "32-true", "32-true": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed",
-              "bf16": "bf16-mixed", "16": "16-mixed"}
 
 
 def cpu_supports_bf16() -> bool:

@@ -248,7 +248,7 @@ class BudgetPlanner:
         self.first_last = self.last_steps = part
         ends = now - self.t_start + rest + self._seconds(total - current, part) + self.reserve
         self.planned_s = min(ends, self.seconds)   # not even one epoch: the safety net ends it in time
-        self.schedule = self.make_schedule(total).replanned(0, total, self._end(total, part))
+        self.schedule = dataclasses.replace(self.make_schedule(total), end=self._end(total, part))
         self._changed = True
         self.say(self._plan_line(ends > self.seconds, done))
 

@@ -15,6 +15,10 @@ from petalnet.classes import NUM_CLASSES
 from petalnet.durations import parse_duration
 from petalnet.errors import OptionError
 
+# --precision's names -> Fabric's (accel.resolve_precision); a resumed run's config holds the resolved ones
+PRECISIONS = {"32": "32-true", "32-true": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed",
+              "bf16": "bf16-mixed", "16": "16-mixed"}
+
 MAX_IMAGE_SIZE = 4096   # pixels per side: a 4096 px RGB batch of 32 is 1.6 GB of uint8 before any model
 
 
@@ -154,7 +158,7 @@ class TrainConfig:
     devices: int = option(1, "processes on this machine; >1 runs DDP", HW, type=int, rules=(at_least(1),))
     num_nodes: int = option(1, "machines (under torchrun or SLURM)", HW, type=int, rules=(at_least(1),))
     precision: str = option("auto", "auto: bf16 autocast where the CPU/GPU supports it, else 32", HW,
-                            choices=["auto", "32", "bf16-mixed", "16-mixed"], also=("32-true", "bf16", "16"))
+                            choices=["auto", "32", "bf16-mixed", "16-mixed"], also=tuple(PRECISIONS))
     workers: int | None = option(None, "loader worker processes (or threads, --loader threads) per device "
                                  "(default: on CPU one thread; on GPU CPUs / GPUs, at most 8)", HW, type=int,
                                  rules=(at_least(0),))

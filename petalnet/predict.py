@@ -96,9 +96,10 @@ def load_predictor(path: str, device: torch.device | None = None) -> Predictor:
     model, _ = create_model(state["model_name"], state["num_classes"], pretrained=False)
     checkpoint.load_weights(model, state["model"], file, f"{state['model_name']} with {state['num_classes']} classes")
     model = model.to(device or torch.device("cpu"), memory_format=torch.channels_last).eval()
-    trained = state.get("config", {}).get("precision") if isinstance(state.get("config"), dict) else None
+    config = state.get("config")
     return Predictor(path, model, state["num_classes"], state["image_size"], tuple(state["mean"]), tuple(state["std"]),
-                     state["model_name"], state.get("tta", "none"), trained_bf16=trained == "bf16-mixed")
+                     state["model_name"], state.get("tta", "none"),
+                     trained_bf16=isinstance(config, dict) and config.get("precision") == "bf16-mixed")
 
 
 PRECISIONS = ("auto", "32", "bf16")

@@ -35,10 +35,11 @@ def _page(title: str, subtitle: str, parts: list[str]) -> str:
             f"<p class='sub'>{html.escape(subtitle)}</p>{''.join(parts)}</body></html>")
 
 
-def run_report(run_dir: str, eval_dir: str | None, path: str) -> str:
-    """config, curves, LR, metrics, per-class table, confusion matrix and examples of one run."""
+def run_report(run_dir: str, eval_dir: str | None, path: str, finished: tuple | None = None) -> str:
+    """config, curves, LR, metrics, per-class table, confusion matrix and examples of one run
+    (``finished``: ``rundir.read_finished(run_dir)``, when already read)."""
     from petalnet.rundir import read_finished
-    summary, history, config = read_finished(run_dir)
+    summary, history, config = finished or read_finished(run_dir)
     parts = ["<h2>Summary</h2>", _table([summary], [
         ("model", "model", ""), ("image_size", "image size", "d"), ("epochs", "epochs", "d"),
         ("best_epoch", "best epoch", "d"), ("best_val_macro_f1", "best val macro-F1", ".4f"),
@@ -93,11 +94,11 @@ def report_run(run_dir: str, path: str, eval_dir: str | None = None, data: str |
     yet evaluated is evaluated first on its data's val split (into RUN_DIR/eval-val), so the page has
     the confusion matrix and examples."""
     from petalnet.rundir import read_finished
-    config = read_finished(run_dir)[2]   # an unfinished folder: one line before any evaluation
+    finished = read_finished(run_dir)   # an unfinished folder: one line before any evaluation
     eval_dir = eval_dir or os.path.join(run_dir, "eval-val")
     result = None
     if not os.path.isdir(eval_dir):
-        data = data or config.get("data")
+        data = data or finished[2].get("data")
         if data:
             from petalnet.evaluate import evaluate_split
             from petalnet.predict import inference_split, load_predictor, resolve_device
@@ -105,4 +106,4 @@ def report_run(run_dir: str, path: str, eval_dir: str | None = None, data: str |
             predictor = load_predictor(run_dir, device)
             split, ds = inference_split(data, None, "val", model_size=predictor.image_size)
             result = evaluate_split([predictor], ds, split, eval_dir, data=data, device=device)
-    return run_report(run_dir, eval_dir, path), result
+    return run_report(run_dir, eval_dir, path, finished), result
