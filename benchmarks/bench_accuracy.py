@@ -54,16 +54,28 @@ def train(data: str, out: str, options: list[str], budget_s: float) -> dict:
 
 def predict_rate(run: str, data: str) -> dict:
     """images/s of predict's pass over the test split with the run's best model and its TTA, loading and
-    preparing the model counted: ``--precision auto`` (bf16 on this CPU for a run trained in bf16) and ``--precision 32``."""
+    preparing the model counted: ``--precision auto`` (bf16 on this CPU for a run trained in bf16), ``--precision
+    32``, and auto with the TTA views run for every image (``--tta-margin 1``); ``agree``: the share of labels
+    the default margin gives that every image's views give too."""
     from petalnet.data.dataset import open_split
-    from petalnet.predict import load_predictor, predict_dataset
+    from petalnet.config import TTA_MARGIN
+    from petalnet.predict import evaluation, load_predictor, predict_dataset
     ds = open_split(data, "test")
-    rates = {}
-    for precision in ("auto", "32"):
+    rates, labels = {}, {}
+    for key, precision, margin in (("auto", "auto", None), ("32", "32", None), ("auto, every image", "auto", 1.0)):
         t = time.perf_counter()
         probs, _ = predict_dataset([load_predictor(os.path.join(run, "checkpoints", "best.pt"))], ds, batch_size=64,
-                                   precision=precision)
-        rates[precision] = len(probs) / (time.perf_counter() - t)
+                                   precision=precision, **({} if margin is None else {"tta_margin": margin}))
+        rates[key] = len(probs) / (time.perf_counter() - t)
+        labels[key] = probs.argmax(1)
+    rates["agree"] = float((labels["auto"] == labels["auto, every image"]).mean())
+    # val as predict sees it (the default margin), against training's validation (every view)
+    predictor = load_predictor(os.path.join(run, "checkpoints", "best.pt"))
+    val = open_split(data, "val")
+    for key, margin in (("val", TTA_MARGIN), ("val, every image", 1.0)):
+        probs, targets = predict_dataset([predictor], val, batch_size=64, tta_margin=margin)
+        result = evaluation(probs, targets)
+        rates[key] = {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"]}
     return rates
 
 
@@ -108,7 +120,11 @@ def main() -> None:
         if "predict_images_per_second" in r:
             rates = r["predict_images_per_second"]
             print(f"\npetalnet predict, test split (503 images, the run's TTA), {r['label']}: "
-                  f"{rates['auto']:.0f} img/s (--precision auto), {rates['32']:.0f} img/s (--precision 32)")
+                  f"{rates['auto']:.0f} img/s (--precision auto), {rates['32']:.0f} img/s (--precision 32), "
+                  f"{rates['auto, every image']:.0f} img/s (auto, --tta-margin 1: the views for every image; "
+                  f"same labels for {rates['agree']:.1%}); val at the default margin "
+                  f"{rates['val']['macro_f1']:.4f} / {rates['val']['accuracy']:.4f} (macro-F1 / accuracy; every "
+                  f"image's views {rates['val, every image']['macro_f1']:.4f} / {rates['val, every image']['accuracy']:.4f})")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import json
 import os
 
 from petalnet.callbacks import CSVLogger, EarlyStopping, TensorBoardLogger
+from petalnet.config import TTA_MARGIN
 from petalnet.errors import PetalnetError
 
 __all__ = ["train", "load", "Run", "EarlyStopping", "CSVLogger", "TensorBoardLogger"]
@@ -85,31 +86,34 @@ class Run:
 
     def evaluate(self, data=None, split: str = "val", *, tta: str | None = None, precision: str = "auto",
                  out: str | None = None, batch_size: int = 64, device: str = "auto",
-                 image_size: int | None = None) -> dict:
+                 image_size: int | None = None, tta_margin: float = TTA_MARGIN) -> dict:
         """Metrics of the best checkpoint on a labelled split of ``data`` (default: the data it was trained
         on): ``accuracy``, ``macro_f1``, ``macro_precision``, ``macro_recall``, ``images``, ``per_class``
         and ``confusion_matrix``, as ``petalnet evaluate`` prints. ``out``: also write its folder
-        (metrics.json, confusion.png, examples.png). ``tta`` None: the run's own views."""
+        (metrics.json, confusion.png, examples.png). ``tta`` None: the run's own views; ``tta_margin``:
+        as ``--tta-margin``."""
         from petalnet.evaluate import evaluate_labelled, evaluate_split
         predictor, name, ds, device = self._predictor_and_split(data, split, "val", None, device, image_size)
-        kw = dict(data=str(self._data(data)), batch_size=batch_size, tta=tta, precision=precision, device=device)
+        kw = dict(data=str(self._data(data)), batch_size=batch_size, tta=tta, precision=precision, device=device,
+                  tta_margin=tta_margin)
         if out:
             return evaluate_split([predictor], ds, name, out, **kw)
         return evaluate_labelled([predictor], ds, name, **kw)[0]
 
     def predict(self, data=None, split: str = "test", output: str | None = "submission.csv", *,
                 tta: str | None = None, precision: str = "auto", batch_size: int = 64, device: str = "auto",
-                image_size: int | None = None) -> dict:
+                image_size: int | None = None, tta_margin: float = TTA_MARGIN) -> dict:
         """Predict a split of ``data`` (default: the data it was trained on) and write ``output`` (the
-        competition's ``id,label`` submission, atomically; None: write nothing). Returns ``{"ids",
-        "labels", "probs", "output"}`` (labels and probabilities as numpy arrays)."""
+        competition's ``id,label`` submission, atomically; None: write nothing); ``tta``, ``tta_margin``: as
+        ``evaluate``. Returns ``{"ids", "labels", "probs", "output"}`` (labels and probabilities as numpy
+        arrays)."""
         from petalnet.predict import predict_dataset, write_submission
         predictor, _, ds, device = self._predictor_and_split(data, split, "test", False, device, image_size)
         if output and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
             raise PetalnetError(f"{output}: folder {os.path.dirname(os.path.abspath(output))} does not exist")
         _, ids = ds.metadata()
         probs, _ = predict_dataset([predictor], ds, batch_size=batch_size, tta=tta, precision=precision,
-                                   device=device)
+                                   device=device, tta_margin=tta_margin)
         if output:
             write_submission(output, ids, probs.argmax(1))
         return {"ids": ids, "labels": probs.argmax(1), "probs": probs, "output": output}

@@ -148,8 +148,12 @@ def mixer(cfg: AugmentConfig, num_classes: int, label_smoothing: float):
 
 def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
     """The views of a normalised batch that TTA mode ``tta`` averages (``TTA_VIEWS``)."""
-    make = {"identity": lambda: x, "flip": lambda: x.flip(-1), "zoom": lambda: zoom(x)}
-    return [make[view]() for view in TTA_VIEWS[tta]]
+    return [tta_view(x, view) for view in TTA_VIEWS[tta]]
+
+
+def tta_view(x: torch.Tensor, view: str) -> torch.Tensor:
+    """One view of ``TTA_VIEWS`` of a normalised batch."""
+    return {"identity": lambda: x, "flip": lambda: x.flip(-1), "zoom": lambda: zoom(x)}[view]()
 
 
 def zoom(x: torch.Tensor, keep: float = 0.875) -> torch.Tensor:

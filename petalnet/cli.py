@@ -107,7 +107,7 @@ def _predictors(args):
     """The models named on the command line, on ``args.device`` (resolved: set to a torch.device)."""
     from petalnet.predict import check_options, load_predictor, resolve_device
     check_options(args.batch_size, getattr(args, "top_k", 5), args.ensemble_weights, 1 + len(args.ensemble or []),
-                  args.workers)
+                  args.workers, args.tta_margin)
     args.device = resolve_device(args.device)
     return [load_predictor(m, args.device) for m in [args.model, *(args.ensemble or [])]]
 
@@ -126,7 +126,8 @@ def cmd_evaluate(args) -> int:
     out = args.out or default_out(args.model, name)
     result = evaluate_split(predictors, ds, name, out, data=args.data, label_key=args.label_key,
                             batch_size=args.batch_size, tta=args.tta, weights=args.ensemble_weights,
-                            workers=args.workers, progress=_progress(), device=args.device, precision=args.precision)
+                            workers=args.workers, progress=_progress(), device=args.device, precision=args.precision,
+                            tta_margin=args.tta_margin)
     if args.json:
         print(json.dumps({k: result[k] for k in SUMMARY_KEYS} | {"per_class": result["per_class"]}, indent=1))
     else:
@@ -139,7 +140,7 @@ def cmd_predict(args) -> int:
     predictors = _predictors(args)
     if args.photos:
         results = top_k(predictors, args.photos, k=args.top_k, tta=args.tta, weights=args.ensemble_weights,
-                        device=args.device, precision=args.precision)
+                        device=args.device, precision=args.precision, tta_margin=args.tta_margin)
         answers, errors = format_top_k(results, args.json)
         if answers:
             print(answers)
@@ -151,7 +152,7 @@ def cmd_predict(args) -> int:
     name, ds = _split(args, False, predictors)
     ids = submit(predictors, ds, args.output, probs_path=args.probs, batch_size=args.batch_size, tta=args.tta,
                  weights=args.ensemble_weights, workers=args.workers, progress=_progress(), device=args.device,
-                 precision=args.precision)
+                 precision=args.precision, tta_margin=args.tta_margin)
     print(f"{args.output}: {len(ids)} rows (split '{name}', TTA {tta_mode(args.tta, predictors)}"
           + (f", ensemble of {len(predictors)}" if len(predictors) > 1 else "") + ")")
     return 0

@@ -10,6 +10,7 @@ import numpy as np
 from petalnet.atomic import write_json
 from petalnet.classes import CLASSES
 from petalnet.errors import PetalnetError
+from petalnet.config import TTA_MARGIN
 from petalnet.predict import check_labels, evaluation, predict_dataset, tta_mode
 
 SUMMARY_KEYS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "images")
@@ -45,7 +46,8 @@ def evaluate_split(predictors, ds, split: str, out: str, *, data: str, label_key
     os.makedirs(out, exist_ok=True)
     report = {k: v for k, v in result.items() if k != "confusion_matrix"}
     write_json({**report, "split": split, "models": [p.name for p in predictors],
-                "tta": tta_mode(predict_kw.get("tta"), predictors)}, os.path.join(out, "metrics.json"))
+                "tta": tta_mode(predict_kw.get("tta"), predictors),
+                "tta_margin": predict_kw.get("tta_margin", TTA_MARGIN)}, os.path.join(out, "metrics.json"))
     plot_confusion(result["confusion_matrix"], CLASSES, os.path.join(out, "confusion.png"),
                    title=f"{split}: accuracy {result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}")
     plot_class_scores(result["per_class"], os.path.join(out, "per_class.png"),

@@ -43,6 +43,7 @@ def train_args(p: argparse.ArgumentParser, exclude_groups=()) -> None:
 
 
 def predict_args(p: argparse.ArgumentParser, default_split: str) -> None:
+    from petalnet.config import TTA_MARGIN
     p.add_argument("model", metavar="RUN_DIR|CHECKPOINT", help="a run folder (its best checkpoint) or a .pt file")
     p.add_argument("--data", help="DATA in any layout `petalnet inspect` takes")
     p.add_argument("--split", help=f"split to use (default: {default_split}, or the only one)")
@@ -52,6 +53,9 @@ def predict_args(p: argparse.ArgumentParser, default_split: str) -> None:
     p.add_argument("--tta", nargs="?", const="full", choices=["none", "flip", "full"],
                    help="average predictions over views: none, flip (the image and its mirror), full (and a "
                         "centre zoom; bare --tta). Default: what the run was validated with (its config's tta)")
+    p.add_argument("--tta-margin", type=float, default=TTA_MARGIN, metavar="M",
+                   help="run the TTA views beyond the image itself only for images whose two likeliest classes "
+                        f"are less than M apart in probability; 1: for every image (default: {TTA_MARGIN})")
     p.add_argument("--ensemble", nargs="+", metavar="RUN", help="more runs or checkpoints to average with")
     p.add_argument("--ensemble-weights", nargs="+", type=float, metavar="W",
                    help="one weight per model (the first, then --ensemble's), default equal")

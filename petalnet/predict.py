@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from petalnet import checkpoint, metrics
 from petalnet.atomic import atomic_path
 from petalnet.accel import DevicePreprocess, cpu_supports_bf16, keep_freed_memory
-from petalnet.augment import TTA_VIEWS, tta_views
+from petalnet.augment import TTA_VIEWS, tta_view
 from petalnet.classes import CLASSES
 from petalnet.data.images import MAX_PIXELS  # serve imports it from here
 from petalnet.data.loader import create_loader
-from petalnet.config import at_least, check_number
+from petalnet.config import TTA_MARGIN, at_least, check_number
 from petalnet.errors import OptionError, PetalnetError
 from petalnet.inference import CPUInferenceModel
 from petalnet.models import create_model
@@ -60,11 +60,12 @@ def check_weights(weights: list[float] | None, models: int) -> None:
 
 
 def check_options(batch_size: int = 64, top_k: int = 5, weights: list[float] | None = None, models: int = 1,
-                  workers: int | None = None) -> None:
+                  workers: int | None = None, tta_margin: float = TTA_MARGIN) -> None:
     """OptionError for predict/evaluate options out of range, before any model is loaded."""
     check_number("--batch-size", batch_size, at_least(1), integer=True)
     check_number("--top-k", top_k, at_least(1), integer=True)
     check_number("--workers", workers, at_least(0), integer=True, optional=True)
+    check_number("--tta-margin", tta_margin, at_least(0))
     check_weights(weights, models)
 
 
@@ -143,38 +144,57 @@ def inference_model(p: Predictor, device: torch.device, precision: str):
     return p.cpu_models[bf16]
 
 
+def unsure(probs: torch.Tensor, margin: float) -> torch.Tensor:
+    """Indices of the rows of ``probs`` whose two largest probabilities are less than ``margin`` apart
+    (every row for a margin of 1 or more)."""
+    top2 = probs.topk(2, dim=1).values if probs.shape[1] > 1 else F.pad(probs, (0, 1))
+    return ((top2[:, 0] - top2[:, 1] < margin) | (margin >= 1)).nonzero().flatten()
+
+
 @torch.inference_mode()
 def predict_batches(predictors: list[Predictor], batches, *, tta: bool | str | None = None,
                     weights: list[float] | None = None, device: torch.device | None = None,
-                    precision: str = "auto"):
-    """Yield (probabilities (B, C), targets) per uint8 batch: softmax averaged over TTA views and over
-    the ensemble, weighted by ``weights``."""
+                    precision: str = "auto", tta_margin: float = TTA_MARGIN):
+    """Yield (probabilities (B, C), targets) per uint8 batch: softmax averaged over the ensemble, weighted
+    by ``weights``, and over the TTA views for the images the first view leaves unsure (``unsure``; a
+    ``tta_margin`` of 1 or more: every image)."""
     device = device or torch.device("cpu")
     classes = {p.num_classes for p in predictors}
     if len(classes) > 1:
         raise PetalnetError("ensemble members have different numbers of classes: "
                             + ", ".join(f"{p.name}: {p.num_classes}" for p in predictors))
     check_weights(weights, len(predictors))
+    check_number("--tta-margin", tta_margin, at_least(0))
     w = torch.tensor(weights or [1.0] * len(predictors), dtype=torch.float64)
     w = (w / w.sum()).tolist()
     precision = inference_precision(precision, device, predictors)
     preps = [DevicePreprocess(device, p.mean, p.std, p.image_size) for p in predictors]
-    mode = tta_mode(tta, predictors)
-    n = len(TTA_VIEWS[mode])
+    first, *extra = TTA_VIEWS[tta_mode(tta, predictors)]
+
+    def ensemble(xs, views):
+        """Sum over ``views`` of the weighted ensemble's probabilities."""
+        total = 0
+        for model, x, weight in zip(models, xs, w):
+            for view in views:
+                with _autocast(device, precision):
+                    total = total + F.softmax(model(tta_view(x, view)).float(), dim=1).double() * weight
+        return total
+
     models = [inference_model(p, device, precision) for p in predictors]
     for images, targets in batches:
-        total = None
-        for model, prep, weight in zip(models, preps, w):
-            for v in tta_views(prep(images), mode):
-                with _autocast(device, precision):
-                    probs = F.softmax(model(v).float(), dim=1).double()
-                total = probs * (weight / n) if total is None else total + probs * (weight / n)
+        xs = [prep(images) for prep in preps]
+        total = ensemble(xs, [first])
+        rows = unsure(total, tta_margin) if extra else ()
+        if len(rows) == len(total):   # every image (--tta-margin 1): no copy of the batch
+            total = (total + ensemble(xs, extra)) / (1 + len(extra))
+        elif len(rows):
+            total[rows] = (total[rows] + ensemble([x[rows] for x in xs], extra)) / (1 + len(extra))
         yield total.cpu(), targets
 
 
 def predict_dataset(predictors, dataset, *, batch_size: int = 64, tta: bool | str | None = None, weights=None,
                     workers: int | None = None, progress=None, precision: str = "auto",
-                    device: torch.device | None = None):
+                    device: torch.device | None = None, tta_margin: float = TTA_MARGIN):
     """(probabilities (N, C) float64, targets: int64 labels or list of ids) over a whole dataset, in order.
     ``workers``: loader processes; None: on a CPU one loader thread of this process (the model needs
     the cores), on a GPU up to 8 processes. ``device``: where the predictors' models are (CPU default)."""
@@ -190,7 +210,7 @@ def predict_dataset(predictors, dataset, *, batch_size: int = 64, tta: bool | st
     batches = progress(loader, total=len(loader), desc="predict", unit="batch") if progress else loader
     probs, targets = [], []
     for p, t in predict_batches(predictors, batches, tta=tta, weights=weights, precision=precision,
-                                device=device):
+                                device=device, tta_margin=tta_margin):
         probs.append(p)
         targets += t.tolist() if torch.is_tensor(t) else list(t)
     return torch.cat(probs).numpy(), (np.asarray(targets, np.int64) if dataset.labeled else targets)
@@ -270,7 +290,7 @@ def top_entries(probs: torch.Tensor, k: int) -> list[tuple[int, str, float]]:
 
 
 def top_k(predictors, photo_paths: list[str], k: int = 5, tta: bool | str | None = None, weights=None,
-          device: torch.device | None = None, precision: str = "auto"):
+          device: torch.device | None = None, precision: str = "auto", tta_margin: float = TTA_MARGIN):
     """Per photo: (path, [(class, name, probability), ...]) or (path, PetalnetError)."""
     size = max(p.image_size for p in predictors)
     results = []
@@ -281,7 +301,7 @@ def top_k(predictors, photo_paths: list[str], k: int = 5, tta: bool | str | None
             results.append((path, e))
             continue
         (probs, _), = predict_batches(predictors, [(img[None], [path])], tta=tta, weights=weights, device=device,
-                                      precision=precision)
+                                      precision=precision, tta_margin=tta_margin)
         results.append((path, top_entries(probs[0], k)))
     return results
 

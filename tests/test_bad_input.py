@@ -132,6 +132,8 @@ def test_cli_table_of_bad_inputs(runs, tmp_path):
         (["predict", good, "--data", test, "--batch-size", "0"], 2, "--batch-size 0"),
         (["evaluate", good, "--data", PETALS_192, "--batch-size", "-1"], 2, "--batch-size -1"),
         (["predict", good, photo, "--top-k", "-1"], 2, "--top-k -1"),
+        (["predict", good, "--data", test, "--tta-margin", "-0.5"], 2, "--tta-margin -0.5: must be at least 0"),
+        (["evaluate", good, "--data", PETALS_192, "--tta-margin", "nan"], 2, "--tta-margin nan: must be a finite"),
         (["predict", good, "--data", test, "--ensemble", good, "--ensemble-weights", "nan", "1"], 2,
          "--ensemble-weights nan 1"),
         (["predict", good, "--data", test, "--ensemble", good, "--ensemble-weights", "0", "0"], 2, "not all zero"),

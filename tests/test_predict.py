@@ -70,21 +70,81 @@ def test_ensemble_and_tta(run, other_run, synthetic):
     assert np.allclose(mixed, 0.75 * alone + 0.25 * only_b, atol=1e-9)
     # TTA is the mean over the image, its mirror and the centre zoom
     images = torch.stack([ds[i][0] for i in range(8)])
-    (tta, _), = predict_batches([a], [(images, None)], tta=True)
+    (tta, _), = predict_batches([a], [(images, None)], tta=True, tta_margin=1)
     (plain, _), = predict_batches([a], [(images, None)])
     (mirror, _), = predict_batches([a], [(images.flip(-1), None)])
     # the centre 56 of 64 px, scaled back up to 64 by the model's own preprocessing
     (zoom, _), = predict_batches([a], [(images[..., 4:60, 4:60], None)])
     assert not torch.allclose(tta, plain)
     assert torch.allclose(tta, (plain + mirror + zoom) / 3, atol=1e-4)
-    (flip, _), = predict_batches([a], [(images, None)], tta="flip")
+    (flip, _), = predict_batches([a], [(images, None)], tta="flip", tta_margin=1)
     assert torch.allclose(flip, (plain + mirror) / 2, atol=1e-4)
     # no tta given: the run's own choice, recorded at training
     a.tta = "flip"
-    (default, _), = predict_batches([a], [(images, None)])
+    (default, _), = predict_batches([a], [(images, None)], tta_margin=1)
     assert torch.allclose(default, flip, atol=1e-6)
     with pytest.raises(PetalnetError, match="--tta sideways"):
         next(predict_batches([a], [(images, None)], tta="sideways"))
+
+
+class Halves(torch.nn.Module):
+    """Three classes from the left and right halves' brightness; a mirror swaps the halves, which is not a
+    permutation of the logits (the bias and the third class)."""
+
+    def __init__(self, scale: float = 4.0, bias: float = 1.0):
+        super().__init__()
+        self.scale, self.bias = scale, bias
+
+    def forward(self, x):
+        half = x.shape[-1] // 2
+        left, right = x[..., :half].mean((1, 2, 3)), x[..., half:].mean((1, 2, 3))
+        return torch.stack([left, right + self.bias / self.scale, (left + 2 * right) / 3], 1) * self.scale
+
+
+def test_tta_views_run_only_for_unsure_images():
+    from petalnet.predict import Predictor, unsure
+    images = torch.zeros(6, 3, 8, 8, dtype=torch.uint8)
+    images[0, ..., :4] = 255                               # sure: class 0
+    images[1, ..., :4], images[1, ..., 4:] = 135, 120      # nearly even
+    images[2, ..., 4:] = 255                               # sure: class 1
+    images[3, ..., :4], images[3, ..., 4:] = 140, 128
+    images[4, ..., :4], images[4, ..., 4:] = 200, 60
+    images[5, ..., :4], images[5, ..., 4:] = 60, 160
+    calls = []
+
+    def predictor(name, **kw):
+        model = Halves(**kw)
+        model.register_forward_hook(lambda m, args, out: calls.append((name, len(args[0]))))
+        return Predictor(name, model, 3, 8, (0.5,) * 3, (0.25,) * 3, tta="full")
+
+    a, b = predictor("a"), predictor("b", scale=1.5, bias=-0.5)
+
+    def run(predictors, images, **kw):
+        calls.clear()
+        (probs, _), = predict_batches(predictors, [(images, None)], precision="32", **kw)
+        return probs
+
+    for members, weights in (([a], None), ([a, b], [3, 1])):
+        first = run(members, images, tta="none", weights=weights)
+        every = run(members, images, weights=weights, tta_margin=1)        # the views for every image
+        assert not torch.allclose(first, every, atol=1e-3)
+        if weights:   # the ensemble's are its members', weighted
+            assert torch.allclose(first, 0.75 * run([a], images, tta="none") + 0.25 * run([b], images, tta="none"))
+            assert torch.allclose(every, 0.75 * run([a], images, tta_margin=1) + 0.25 * run([b], images, tta_margin=1))
+        rows = unsure(first, 0.5)
+        assert 0 < len(rows) < len(images)                  # some images are sure, some are not
+        got = run(members, images, weights=weights, tta_margin=0.5)
+        # the zoom and the mirror ran once per member, for the unsure images only
+        assert calls == [(m.name, 6) for m in members] + [(m.name, len(rows)) for m in members for _ in "zm"]
+        sure = [i for i in range(len(images)) if i not in rows.tolist()]
+        assert torch.allclose(got[rows], every[rows], atol=1e-9) and torch.allclose(got[sure], first[sure], atol=1e-9)
+        assert torch.allclose(got.sum(1), torch.ones(len(images), dtype=got.dtype), atol=1e-9)
+        assert torch.allclose(run(members, images, weights=weights, tta_margin=0), first, atol=1e-9)
+    # margin 1 is the plain mean of the views (test_ensemble_and_tta: the zoom's too)
+    plain, mirror = run([a], images, tta="none"), run([a], images.flip(-1), tta="none")
+    assert torch.allclose(run([a], images, tta="flip", tta_margin=1), (plain + mirror) / 2, atol=1e-6)
+    with pytest.raises(PetalnetError, match="--tta-margin"):
+        next(predict_batches([a], [(images, None)], tta_margin=-0.1))
 
 
 def test_evaluate_outputs_and_metrics(run, synthetic, tmp_path, capsys):
