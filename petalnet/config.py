@@ -23,7 +23,7 @@ PRECISIONS = {"32": "32-true", "32-true": "32-true", "bf16-mixed": "bf16-mixed",
 # this between its two most probable classes. The default's model over petals-mini (val and test, 1276
 # images) ran the mirror for 20 % of them and gave every label the mirror of every image gave (at 0.3:
 # 99.7 %), so its flip TTA costs 1.2 forwards an image instead of 2 (benchmarks/RESULTS.md).
-TTA_MARGIN = 0.5   # predict/evaluate/serve; --tta-margin
+TTA_MARGIN = 0.5   # predict, evaluate, compare, report, serve; --tta-margin
 
 MAX_IMAGE_SIZE = 4096   # pixels per side: a 4096 px RGB batch of 32 is 1.6 GB of uint8 before any model
 

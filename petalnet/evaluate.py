@@ -9,8 +9,8 @@ import numpy as np
 
 from petalnet.atomic import write_json
 from petalnet.classes import CLASSES
-from petalnet.errors import PetalnetError
 from petalnet.config import TTA_MARGIN
+from petalnet.errors import PetalnetError
 from petalnet.predict import check_labels, evaluation, predict_dataset, tta_mode
 
 SUMMARY_KEYS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "images")
