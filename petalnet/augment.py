@@ -4,7 +4,8 @@ Each sample gets its own random draw; the draws come from a generator seeded by 
 rank), so a run resumed mid-epoch sees the same augmentations as one that never stopped. Geometry
 (Deotte's affine: rotation, shear, zoom, shift; or a random resized crop) is one ``grid_sample`` that
 also resizes to the model's input size; colour works on the 0..255 floats; CutOut writes the mean
-(zero after normalisation). MixUp/CutMix change the targets too: timm's ``Mixup`` does them.
+(zero after normalisation). MixUp/CutMix change the targets too: timm's ``Mixup`` does them, and
+``loss_for`` gives the loss for either kind of target.
 
 Flips are coins per (sample, epoch, seed) (``flip_mask``), whoever applies them: the CPU loader thread
 while it decodes, the device step, or a cache of both views. Test-time augmentation's views
@@ -13,6 +14,7 @@ while it decodes, the device step, or a cache of both views. Test-time augmentat
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
@@ -144,6 +146,22 @@ def mixer(cfg: AugmentConfig, num_classes: int, label_smoothing: float):
     from timm.data import Mixup
     return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=label_smoothing,
                  num_classes=num_classes)
+
+
+def loss_for(mix, label_smoothing: float):
+    """(logits, targets) -> loss: cross-entropy on class indices with ``label_smoothing``, or on the soft
+    targets ``mix`` (a ``mixer``) makes, whose smoothing is inside them."""
+    if mix:
+        return _soft_target_loss
+    return functools.partial(_hard_target_loss, smoothing=label_smoothing)
+
+
+def _hard_target_loss(logits, y, smoothing: float):
+    return F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+
+
+def _soft_target_loss(logits, target):
+    return torch.sum(-target * F.log_softmax(logits.float(), dim=1), dim=1).mean()
 
 
 def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:

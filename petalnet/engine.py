@@ -13,7 +13,6 @@ validation, and by ``Pace.after_step`` after each step (an epoch it ends early i
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -22,18 +21,18 @@ import time
 
 import torch
 import torch.nn.functional as F
-from timm.utils import ModelEmaV3
 
 from petalnet import checkpoint, metrics
 from petalnet.callbacks import epoch_end
 from petalnet.accel import DevicePreprocess, keep_freed_memory, make_fabric, resolve_precision
-from petalnet.augment import TTA_VIEWS, mixer, no_mixing
+from petalnet.augment import TTA_VIEWS, loss_for, mixer, no_mixing
 from petalnet.batches import build_sources
 from petalnet.budget import NoBudget, make_planner
 from petalnet.config import TrainConfig
 from petalnet.data.dataset import TFRecordImages
 from petalnet.data.discovery import DEFAULT_SIZE, discover, resampled_from
 from petalnet.durations import duration
+from petalnet.ema import make_average, step_update
 from petalnet.errors import PetalnetError
 from petalnet.frozen import effective_freezing, freeze, set_backbone_frozen, train_mode
 from petalnet.models import create_model, normalization
@@ -143,7 +142,7 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None =
     say(plan.note or "")
     meta = {"model_name": cfg.model, "num_classes": cfg.num_classes, "image_size": image_size, "mean": mean,
             "std": std, "weights_source": source, "tta": cfg.tta, "config": dataclasses.asdict(cfg)}
-    average = ModelEmaV3(model, decay=cfg.ema) if cfg.ema else None
+    average = make_average(model, cfg.ema)
     state = RunState(meta, model, build_optimizer(cfg, model), average=average)
     if resume:
         state.restore(resume)
@@ -173,12 +172,12 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None =
     net = step_module(plan, model, image_size)
     module = fabric.setup_module(compiled(plan, net))
     eval_net = step_module(plan, average.module, image_size) if average else net
-    after_step = functools.partial(_update_average, average, model, cfg.ema) if average else _no_average
+    after_step = step_update(average, model, cfg.ema)
     state.optimizer = fabric.setup_optimizers(state.optimizer)
     if resume:
         checkpoint.set_rng_state(resume["rng"])
     mix = mixer(cfg.augment(), cfg.num_classes, cfg.label_smoothing)
-    criterion = _soft_target_loss if mix else functools.partial(_hard_target_loss, smoothing=cfg.label_smoothing)
+    criterion = loss_for(mix, cfg.label_smoothing)
     return Training(fabric, cfg, plan, state, run_dir, net, module, eval_net, batches, val, budget,
                     mix or no_mixing, criterion, after_step, image_size, say, progress, started, sources_seconds,
                     resolved)
@@ -346,25 +345,6 @@ def _unfreeze(t: Training) -> None:
     set_backbone_frozen(t.state.model, False)
     t.net, t.eval_net = t.state.model, t.state.validated()
     t.module = t.fabric.setup_module(compiled(t.plan, t.net))   # DDP registers the newly trainable parameters
-
-
-def _update_average(average, model, decay: float, n: int) -> None:
-    """--ema: one step of the weights' moving average, its decay warmed up as TensorFlow's
-    ExponentialMovingAverage(num_updates=n) (early weights are forgotten fast)."""
-    average.decay = min(decay, (1 + n) / (10 + n))
-    average.update(model)
-
-
-def _no_average(n: int) -> None:
-    pass
-
-
-def _hard_target_loss(logits, y, smoothing: float):
-    return F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
-
-
-def _soft_target_loss(logits, target):   # MixUp/CutMix targets (label smoothing is inside them)
-    return torch.sum(-target * F.log_softmax(logits.float(), dim=1), dim=1).mean()
 
 
 def _nan_message(run_dir: RunDir, epoch: int, step: int) -> str:

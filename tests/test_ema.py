@@ -8,8 +8,7 @@ import torch
 import petalnet
 from petalnet.data.synthetic import synthetic_data
 from petalnet.engine import TrainConfig, train
-from petalnet.engine import _update_average
-from timm.utils import ModelEmaV3
+from petalnet.ema import make_average, update_average
 
 RUN = dict(epochs=2, precision="32", workers=0, quiet=True, pretrained=False, unfreeze_from=5,
            freeze_backbone=False, lr=3e-3, image_size=64, tta="none", seed=0)
@@ -23,12 +22,12 @@ def data(tmp_path_factory):
 def test_average_warms_up_as_tensorflows_then_holds_its_decay():
     model = torch.nn.Linear(2, 1, bias=False)
     torch.nn.init.zeros_(model.weight)
-    average = ModelEmaV3(model, decay=0.9)
+    average = make_average(model, 0.9)
     with torch.no_grad():
         model.weight.fill_(1.0)
-    _update_average(average, model, 0.9, 0)       # decay min(0.9, 1/10): mostly the new weights
+    update_average(average, model, 0.9, 0)       # decay min(0.9, 1/10): mostly the new weights
     assert average.module.weight[0, 0].item() == pytest.approx(0.9)
-    _update_average(average, model, 0.9, 1000)    # decay 0.9
+    update_average(average, model, 0.9, 1000)    # decay 0.9
     assert average.module.weight[0, 0].item() == pytest.approx(0.9 + 0.1 * 0.1)
 
 
