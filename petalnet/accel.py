@@ -9,8 +9,6 @@ from petalnet.config import PRECISIONS
 from petalnet.errors import OptionError, PetalnetError
 
 
-
-
 def cpu_supports_bf16() -> bool:
     try:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())

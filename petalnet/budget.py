@@ -188,12 +188,11 @@ class BudgetPlanner:
         if self.epochs_run and self.t_first is not None:   # a later epoch's first step: loader start-up
             self.excess = max(0.0, self.t_first - self.t_begin - self.step_s)
         self.epochs_run += 1
-        if ended_early and self._planned_end(self.pos):   # the plan's partial last epoch: done
-            pass
-        elif ended_early:   # the safety net: this epoch is the last
-            self.cut = {"epoch": done, "step": self.pos, "steps": self.steps}
-            self.say(f"budget {self.label}: epoch {done} ended at step {self.pos}/{self.steps} to finish in time")
-            self._replan(now, done, fits=0)
+        if ended_early:   # at the plan's partial end (nothing to do), or the safety net: this epoch is the last
+            if not self._planned_end(self.pos):
+                self.cut = {"epoch": done, "step": self.pos, "steps": self.steps}
+                self.say(f"budget {self.label}: epoch {done} ended at step {self.pos}/{self.steps} to finish in time")
+                self._replan(now, done, fits=0)
         elif self.first is None:
             self._plan(now, self.step_s or 0.0, done=done)
         else:

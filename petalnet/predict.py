@@ -170,6 +170,7 @@ def predict_batches(predictors: list[Predictor], batches, *, tta: bool | str | N
     precision = inference_precision(precision, device, predictors)
     preps = [DevicePreprocess(device, p.mean, p.std, p.image_size) for p in predictors]
     first, *extra = TTA_VIEWS[tta_mode(tta, predictors)]
+    models = [inference_model(p, device, precision) for p in predictors]
 
     def ensemble(xs, views):
         """Sum over ``views`` of the weighted ensemble's probabilities."""
@@ -180,7 +181,6 @@ def predict_batches(predictors: list[Predictor], batches, *, tta: bool | str | N
                     total = total + F.softmax(model(tta_view(x, view)).float(), dim=1).double() * weight
         return total
 
-    models = [inference_model(p, device, precision) for p in predictors]
     for images, targets in batches:
         xs = [prep(images) for prep in preps]
         total = ensemble(xs, [first])
