@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from petalnet import augment
 from petalnet.config import PRECISIONS
 from petalnet.errors import OptionError, PetalnetError
+from petalnet.parallel import Topology
 
 
 def cpu_supports_bf16() -> bool:
@@ -68,8 +69,10 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if cpu_supports_bf16() else "32-true"
 
 
-def make_fabric(accelerator: str = "auto", devices: int | str = 1, num_nodes: int = 1,
+def make_fabric(accelerator: str = "auto", devices: int | str | None = None, num_nodes: int = 1,
                 precision: str = "auto"):
+    """Fabric for ``--accelerator``: ``devices`` processes (DDP when several; None: 1) on CPUs and GPUs,
+    every XLA device of this host in one process on XLA (``xla.make_fabric``; ``devices``: that many)."""
     # imported here: Fabric pulls in torch._dynamo (~2 s), which predict and serve do not need
     try:   # the `lightning` package bundles Fabric; `lightning-fabric` is the standalone one
         from lightning.fabric import Fabric
@@ -79,6 +82,7 @@ def make_fabric(accelerator: str = "auto", devices: int | str = 1, num_nodes: in
     if accelerator == "tpu":   # TPU cores, or XLA's CPU backend (PJRT_DEVICE=CPU)
         from petalnet import xla
         return xla.make_fabric(devices, num_nodes)   # its precision: plan.compiled
+    devices = 1 if devices is None else devices
     multi = num_nodes > 1 or (devices not in (1, "1", "auto"))
     try:
         return Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
@@ -86,6 +90,15 @@ def make_fabric(accelerator: str = "auto", devices: int | str = 1, num_nodes: in
     except (RuntimeError, ImportError, ValueError) as e:   # e.g. "No supported gpu backend found!"
         raise OptionError(f"--accelerator {accelerator} --devices {devices} --num-nodes {num_nodes}: not usable "
                           f"here ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
+
+
+def topology(fabric) -> Topology:
+    """How ``fabric``'s run is laid out: SPMD over the XLA devices, else one replica and shard per process."""
+    if fabric.device.type == "xla":
+        from petalnet import xla
+        return xla.topology()
+    return Topology(replicas=fabric.world_size, shards=fabric.world_size, shard=fabric.global_rank,
+                    writer=fabric.global_rank == 0)
 
 
 def quiet_lightning() -> None:
@@ -116,6 +129,13 @@ def decode_on_device(encoded: list[torch.Tensor], device: torch.device) -> torch
         raise PetalnetError(f"images of different sizes in one batch ({sorted(shapes)[:3]}): "
                             "`petalnet inspect --verify DATA` names the records")
     return torch.stack(images)
+
+
+def resize_matrix(n: int, m: int) -> torch.Tensor:
+    """(m, n) weights of torch's antialiased bilinear resize of a length-n axis to m: the resize of the
+    identity along that axis (the 2-d resize is separable)."""
+    eye = torch.eye(n).view(1, 1, n, n)
+    return F.interpolate(eye, size=(n, m), mode="bilinear", antialias=True, align_corners=False)[0, 0].T.contiguous()
 
 
 class DevicePreprocess:
@@ -149,14 +169,22 @@ class DevicePreprocess:
             if aug is not None and aug.geometric:   # one resampling does the geometry and the resize
                 x = augment.geometric(x, aug, self.size, generator)
             elif x.shape[-1] != self.size or x.shape[-2] != self.size:
-                x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
-                                  align_corners=False)
+                x = self._resize(x)
             if aug is not None and aug.color > 0:
                 x = augment.color(x, aug.color, generator)
             x = torch.addcmul(self.shift, x, self.scale)   # on a contiguous tensor: converting layout first is slower
         if aug is not None and aug.cutout > 0:
             x = augment.cutout(x, aug.cutout, generator)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        """Bilinear, antialiased, to the model's size. On XLA as two matrix products with the same weights
+        (torch_xla 2.9 has no lowering of the antialiased resize: it ran on the host, splitting the step's
+        graph and compiling new ones batch after batch, measured); elsewhere torch's kernel."""
+        if x.device.type != "xla":
+            return F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        rows, cols = resize_matrix(x.shape[-2], self.size).to(x.device), resize_matrix(x.shape[-1], self.size).to(x.device)
+        return torch.einsum("oh,bchw,pw->bcop", rows, x, cols)
 
     def _normalise_rows(self, x: torch.Tensor) -> torch.Tensor:
         """A channels-last uint8 batch normalised as rows of H x (W * 3) values, with the per-channel terms

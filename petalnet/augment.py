@@ -19,6 +19,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from timm.data.mixup import Mixup, cutmix_bbox_and_lam
 
 
 @dataclasses.dataclass
@@ -65,13 +66,19 @@ TTA_VIEWS = {"none": ("identity",), "flip": ("identity", "flip"), "full": ("iden
 
 
 def step_generator(device: torch.device, seed: int, epoch: int, step: int, rank: int = 0) -> torch.Generator:
-    g = torch.Generator(device=device)
+    """The generator of one step's per-sample draws, on ``device``; on XLA on the host (XLA has no
+    generator object): its draws are a few numbers per sample, uploaded as the step's data, so the
+    step's graph is the same whatever is drawn."""
+    g = torch.Generator(device="cpu" if torch.device(device).type == "xla" else device)
     g.manual_seed((seed * 1_000_003 + epoch) * 1_000_033 + step * 101 + rank)
     return g
 
 
-def _affine_matrices(n: int, cfg: AugmentConfig, g: torch.Generator, device) -> torch.Tensor:
-    """(n, 2, 3) matrices mapping output coordinates to input ones, in affine_grid's [-1, 1] units."""
+def _affine_matrices(n: int, cfg: AugmentConfig, g: torch.Generator, out) -> torch.Tensor:
+    """(n, 2, 3) matrices mapping output coordinates to input ones, in affine_grid's [-1, 1] units, drawn
+    and composed where ``g`` is and returned on device ``out``."""
+    device = g.device
+
     def normal(std):
         return torch.randn(n, generator=g, device=device) * std
 
@@ -87,7 +94,7 @@ def _affine_matrices(n: int, cfg: AugmentConfig, g: torch.Generator, device) -> 
     else:
         crop = torch.eye(2, 3, device=device).expand(n, 2, 3)
     if cfg.affine <= 0:
-        return crop.contiguous()
+        return crop.contiguous().to(out)
     s = cfg.affine
     rot, shear = normal(math.radians(15) * s), normal(math.radians(5) * s)
     zx, zy = 1 + normal(0.1 * s), 1 + normal(0.1 * s)
@@ -104,7 +111,7 @@ def _affine_matrices(n: int, cfg: AugmentConfig, g: torch.Generator, device) -> 
     # crop after affine: affine's output coordinates are fed through the crop first
     full = torch.cat([crop, torch.tensor([0, 0, 1.0], device=device).expand(n, 1, 3)], 1)
     mfull = torch.cat([m, torch.tensor([0, 0, 1.0], device=device).expand(n, 1, 3)], 1)
-    return (mfull @ full)[:, :2]
+    return (mfull @ full)[:, :2].to(out)
 
 
 def geometric(x: torch.Tensor, cfg: AugmentConfig, size: int, g: torch.Generator) -> torch.Tensor:
@@ -117,8 +124,8 @@ def geometric(x: torch.Tensor, cfg: AugmentConfig, size: int, g: torch.Generator
 def color(x: torch.Tensor, strength: float, g: torch.Generator) -> torch.Tensor:
     """Brightness and saturation jitter of a 0..255 float batch."""
     n = x.shape[0]
-    bright = 1 + (torch.rand(n, 1, 1, 1, generator=g, device=x.device) * 2 - 1) * strength
-    sat = 1 + (torch.rand(n, 1, 1, 1, generator=g, device=x.device) * 2 - 1) * strength
+    bright = 1 + (torch.rand(n, 1, 1, 1, generator=g, device=g.device).to(x.device) * 2 - 1) * strength
+    sat = 1 + (torch.rand(n, 1, 1, 1, generator=g, device=g.device).to(x.device) * 2 - 1) * strength
     gray = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
     return ((gray + (x - gray) * sat) * bright).clamp(0, 255)
 
@@ -127,8 +134,8 @@ def cutout(x: torch.Tensor, fraction: float, g: torch.Generator) -> torch.Tensor
     """One square hole per image, filled with 0 (the mean, after normalisation)."""
     n, _, h, w = x.shape
     side = max(1, round(fraction * min(h, w)))
-    cy = torch.randint(0, h, (n, 1, 1), generator=g, device=x.device)
-    cx = torch.randint(0, w, (n, 1, 1), generator=g, device=x.device)
+    cy = torch.randint(0, h, (n, 1, 1), generator=g, device=g.device).to(x.device)
+    cx = torch.randint(0, w, (n, 1, 1), generator=g, device=g.device).to(x.device)
     ys = torch.arange(h, device=x.device).view(1, h, 1)
     xs = torch.arange(w, device=x.device).view(1, 1, w)
     hole = ((ys - cy).abs() <= side // 2) & ((xs - cx).abs() <= side // 2)
@@ -140,12 +147,30 @@ def no_mixing(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 
 def mixer(cfg: AugmentConfig, num_classes: int, label_smoothing: float):
-    """timm's MixUp/CutMix on the batch (soft targets out), or None when both are off."""
+    """timm's MixUp/CutMix on the batch (soft targets out; ``TensorMixup``), or None when both are off."""
     if cfg.mixup <= 0 and cfg.cutmix <= 0:
         return None
-    from timm.data import Mixup
-    return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=label_smoothing,
-                 num_classes=num_classes)
+    return TensorMixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=label_smoothing,
+                       num_classes=num_classes)
+
+
+class TensorMixup(Mixup):
+    """timm's ``Mixup`` (per batch): its draws and its numbers, but what it draws is applied as tensors, the
+    mixing weight and CutMix's box as a per-pixel weight, where timm uses Python numbers and slices. An XLA
+    step's graph is then one whatever is drawn (each box's slice bounds, and a weight of exactly 1, would
+    compile a graph of their own); on a CPU or GPU it costs one multiply-add more."""
+
+    def _mix_batch(self, x):
+        lam, use_cutmix = self._params_per_batch()
+        keep = torch.full((1, 1, *x.shape[-2:]), float(lam))   # per pixel: 1 this image, 0 the flipped batch's
+        if use_cutmix and lam != 1.:
+            (yl, yh, xl, xh), lam = cutmix_bbox_and_lam(x.shape, lam, ratio_minmax=self.cutmix_minmax,
+                                                        correct_lam=self.correct_lam)
+            keep.fill_(1.)[..., yl:yh, xl:xh] = 0.
+        keep = keep.to(x.device, x.dtype)
+        flipped = x.flip(0).mul_(1. - keep)
+        x.mul_(keep).add_(flipped)
+        return torch.tensor([lam], dtype=torch.float32).to(x.device)
 
 
 def loss_for(mix, label_smoothing: float):

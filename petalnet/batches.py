@@ -14,11 +14,11 @@ import time
 
 import torch
 
+from petalnet import xla
 from petalnet.augment import flip_mask, step_generator, tta_views, view_choice
 from petalnet.cache import FeatureCache, cache_dtype, frozen_part
 from petalnet.data.loader import WithIndex, create_loader
 from petalnet.errors import PetalnetError
-from petalnet.xla import DeviceLoader, Padded
 
 
 class ImageBatches:
@@ -46,18 +46,27 @@ class ImageBatches:
 
 class CachedBatches:
     """Training batches of cached rows, each in one of its views drawn per (sample, epoch): the image or
-    its mirror by the same coins as above, or one of the augmented views (``--cache-views``)."""
+    its mirror by the same coins as above, or one of the augmented views (``--cache-views``). On XLA
+    (``upload``: ``xla.uploader``) the rows are gathered in host memory, full batches only, and uploaded
+    split over the mesh: one copy a step, the same graph every step."""
 
-    def __init__(self, cache: FeatureCache, *, batch_size: int, seed: int, flips: bool):
-        self.cache, self.batch_size, self.seed = cache, batch_size, seed
+    def __init__(self, cache: FeatureCache, *, batch_size: int, seed: int, flips: bool, upload=None):
+        self.cache, self.batch_size, self.seed, self.upload = cache, batch_size, seed, upload
         # the views an epoch may show (the mirror, view 1, only with flips on)
         self.allowed = torch.tensor([v for v in range(cache.views) if flips or v != 1])
 
     def __len__(self) -> int:
-        return -(-len(self.cache) // self.batch_size)
+        return len(self.cache) // self.batch_size if self.upload else -(-len(self.cache) // self.batch_size)
 
     def epoch(self, epoch: int, start_step: int):
-        for rows, labels, indices in self.cache.batches(self.batch_size, epoch, self.seed, start_step):
+        batches = self._gathered(epoch, start_step)
+        return self.upload(batches) if self.upload else batches
+
+    def _gathered(self, epoch: int, start_step: int):
+        for step, (rows, labels, indices) in enumerate(self.cache.batches(self.batch_size, epoch, self.seed,
+                                                                          start_step), start_step):
+            if step == len(self):   # XLA: the epoch's last partial batch is dropped
+                return
             views = self.allowed[view_choice(indices, epoch, self.seed, len(self.allowed))] \
                 if len(self.allowed) > 1 else None
             yield self.cache.gather(rows, views), labels
@@ -77,52 +86,48 @@ class ImageViews:
             yield tta_views(self.prep(images), self.tta), labels
 
 
-def build_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size: int, prep, say, progress=None):
-    """(training source, validation source or None) as ``plan`` says; a cached plan computes its cache
-    here (the first pass over the images: a line before and after it, and ``progress``'s bar: see
-    ``pace.stage_progress``)."""
-    rank, world = fabric.global_rank, fabric.world_size
-    common = dict(rank=rank, world_size=world, num_workers=plan.workers, threads=plan.threads,
+def build_sources(plan, cfg, fabric, top, model, train_ds, val_ds, image_size: int, prep, say, progress=None):
+    """(training source, validation source or None) as ``plan`` says, for this process's share of the
+    records (``top``: a ``parallel.Topology``; its batches feed ``top.per_shard`` replicas); a cached plan
+    computes its cache here (the first pass over the images: a line before and after it, and
+    ``progress``'s bar: see ``pace.stage_progress``). On XLA every batch has one shape, so XLA compiles
+    one training and one evaluation graph: training drops an epoch's last partial batch (each epoch
+    reshuffles, so no record is always left out), evaluation pads its last batch with rows the metrics
+    skip (``xla.Padded``); every batch is uploaded split over the mesh (``xla.uploader``)."""
+    common = dict(rank=top.shard, world_size=top.shards, num_workers=plan.workers, threads=plan.threads,
                   background=plan.background)
+    batch, fixed = cfg.batch_size * top.per_shard, plan.device == "xla"
+    upload = xla.uploader(fabric.device) if fixed else None
     if plan.cached:
-        return _cached_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep, common, say, progress)
-    if plan.device == "xla":
-        return _xla_sources(plan, cfg, fabric, train_ds, val_ds, prep, common)
+        return _cached_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep, common, say, progress,
+                               batch, upload)
     keep = dict(pin_memory=plan.pin_memory, persistent_workers=plan.pin_memory and plan.workers > 0)
-    train = create_loader(WithIndex(train_ds), cfg.batch_size, shuffle=True, seed=cfg.seed, pad=True,
+    train = create_loader(WithIndex(train_ds), batch, shuffle=True, seed=cfg.seed, pad=True, drop_last=fixed,
                           flip=plan.flips == "loader", **keep, **common)
-    val = val_ds and create_loader(val_ds, cfg.batch_size * 2, **keep, **common)
-    return (ImageBatches(train, prep, fabric.device, batch_size=cfg.batch_size, seed=cfg.seed, rank=rank,
+    if len(train) == 0:
+        raise PetalnetError(f"--batch-size {cfg.batch_size}: {batch} images a step is more than the "
+                            f"{len(train.sampler)} training images this process reads; on XLA every batch is full "
+                            "(a smaller --batch-size)")
+    val = val_ds and create_loader(val_ds, batch * 2, **keep, **common)
+    if fixed:
+        train, val = xla.DeviceLoader(train, upload), val and xla.DeviceLoader(xla.Padded(val, batch * 2), upload)
+    return (ImageBatches(train, prep, fabric.device, batch_size=batch, seed=cfg.seed, rank=top.shard,
                          aug=cfg.augment(), step_flips=plan.flips == "step"),
             val and ImageViews(val, prep, cfg.tta))
 
 
-def _xla_sources(plan, cfg, fabric, train_ds, val_ds, prep, common):
-    """Every batch one shape, so XLA compiles one training and one evaluation graph: training drops an
-    epoch's last partial batch (each epoch reshuffles, so no record is always left out), evaluation pads
-    its last batch with rows the metrics skip (``xla.Padded``); both uploaded by torch_xla's loader."""
-    train = create_loader(WithIndex(train_ds), cfg.batch_size, shuffle=True, seed=cfg.seed, pad=True,
-                          drop_last=True, **common)
-    if len(train) == 0:
-        raise PetalnetError(f"--batch-size {cfg.batch_size}: more than this device's {len(train.sampler)} "
-                            "training images; on XLA every batch is full (a smaller --batch-size)")
-    device = fabric.device
-    val = val_ds and DeviceLoader(Padded(create_loader(val_ds, cfg.batch_size * 2, **common), cfg.batch_size * 2),
-                                  device)
-    return (ImageBatches(DeviceLoader(train, device), prep, device, batch_size=cfg.batch_size, seed=cfg.seed,
-                         rank=fabric.global_rank, aug=cfg.augment(), step_flips=plan.flips == "step"),
-            val and ImageViews(val, prep, cfg.tta))
-
-
-def _cached_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep, common, say, progress):
+def _cached_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep, common, say, progress, batch,
+                    upload):
     dtype = cache_dtype(plan.precision)
     stage = plan.unfreeze_from if plan.frozen == "cached-bottom" else None
     bottom, chunk = frozen_part(model, stage, fabric.device, image_size, bf16=dtype == torch.bfloat16)
     t0 = time.perf_counter()
-    # this rank's fixed shard of each split, in dataset order (epochs reshuffle the training rows locally)
-    loaders = [create_loader(WithIndex(train_ds), cfg.batch_size * 2, pad=True, **common)]
+    # this process's fixed shard of each split, in dataset order (epochs reshuffle the training rows locally)
+    loaders = [create_loader(WithIndex(train_ds), batch * 2, pad=True, **common)]
     if val_ds:
-        loaders.append(create_loader(val_ds, cfg.batch_size * 2, **common))
+        loaders.append(create_loader(val_ds, batch * 2, **common))
+    if upload:   # XLA: computed on the devices in batches of one shape, kept in host memory
+        loaders = [xla.DeviceLoader(xla.Padded(loader, batch * 2), upload) for loader in loaders]
     part = f"frozen bottom (stem + blocks[:{plan.unfreeze_from}])" if plan.frozen == "cached-bottom" \
         else "frozen backbone"
     extra = f" and {plan.cache_views} augmented views of each training image" if plan.cache_views else ""
@@ -131,20 +136,29 @@ def _cached_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep
     caches = [FeatureCache.build(bottom, loader, prep, fabric.autocast, dtype, chunk=chunk,
                                  progress=progress and (lambda it, name=name: progress(it, f"caching {name}")),
                                  augmented=plan.cache_views if name == "train" else 0, aug=cfg.augment(),
-                                 seed=cfg.seed, mirror=cfg.flip)
+                                 seed=cfg.seed, mirror=cfg.flip, store=torch.device("cpu") if upload else None)
               for loader, name in zip(loaders, ("train", "val"))]
     say(f"{part} cached for {sum(len(c) for c in caches)} images and their mirrors{extra} in "
         f"{time.perf_counter() - t0:.0f}s ({sum(c.nbytes() for c in caches) / 2**20:.0f} MiB)")
-    train = CachedBatches(caches[0], batch_size=cfg.batch_size, seed=cfg.seed, flips=plan.flips == "cache")
-    return train, (_CachedViews(caches[1], cfg.batch_size * 2, cfg.tta) if val_ds else None)
+    train = CachedBatches(caches[0], batch_size=batch, seed=cfg.seed, flips=plan.flips == "cache", upload=upload)
+    if len(train) == 0:
+        raise PetalnetError(f"--batch-size {cfg.batch_size}: {batch} images a step is more than the {len(caches[0])} "
+                            "training images this process holds; on XLA every batch is full (a smaller --batch-size)")
+    return train, (_CachedViews(caches[1], batch * 2, cfg.tta, upload) if val_ds else None)
 
 
 class _CachedViews:
-    def __init__(self, cache: FeatureCache, batch_size: int, tta: str):
-        self.cache, self.batch_size, self.tta = cache, batch_size, tta
+    """Validation batches of cached rows: (the image's and the mirror's maps, labels); on XLA (``upload``)
+    the last batch padded to the others' size and every batch uploaded to the mesh."""
+
+    def __init__(self, cache: FeatureCache, batch_size: int, tta: str, upload=None):
+        self.cache, self.batch_size, self.tta, self.upload = cache, batch_size, tta, upload
 
     def __len__(self) -> int:
         return -(-len(self.cache) // self.batch_size)
 
     def __iter__(self):
-        return self.cache.view_batches(self.batch_size, self.tta)
+        batches = self.cache.view_batches(self.batch_size, self.tta)
+        if self.upload is None:
+            return batches
+        return self.upload(xla.padded(batches, self.batch_size))

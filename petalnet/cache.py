@@ -15,6 +15,7 @@ from torch import nn
 from petalnet.augment import flip_mask, step_generator
 from petalnet.frozen import Bottom, Features
 from petalnet.inference import CHUNK, chunked, prepare_for_cpu
+from petalnet.xla import PAD_LABEL
 
 
 class FeatureCache:
@@ -36,11 +37,13 @@ class FeatureCache:
     @torch.no_grad()
     def build(cls, bottom: nn.Module, loader, prep, autocast, dtype: torch.dtype, progress=None,
               chunk: int | None = None, augmented: int = 0, aug=None, seed: int = 0,
-              mirror: bool = True) -> "FeatureCache":
+              mirror: bool = True, store: torch.device | None = None) -> "FeatureCache":
         """Run ``bottom`` once over ``loader`` (batches of (uint8 images, labels[, dataset indices])),
         ``chunk`` images at a time (all of a batch when None); ``augmented`` views more of each image
         drawn by ``aug`` (an ``augment.AugmentConfig``), each mirrored by a coin where ``mirror``, from
-        generators seeded by (``seed``, view, batch): the same cache on every run."""
+        generators seeded by (``seed``, view, batch): the same cache on every run. ``store``: where the
+        cache is kept (None: where it is computed); XLA keeps it in host memory, and its batches arrive
+        padded to one shape (``xla.Padded``): the padded rows, labelled ``PAD_LABEL``, are dropped."""
         bottom.eval()
         chunks, labels, order = [], [], []
         for b, batch in enumerate(progress(loader) if progress else loader):
@@ -52,8 +55,14 @@ class FeatureCache:
                 g = step_generator(x.device, seed, -1 - k, b)
                 views.append(prep(images, flip_mask(index, -1 - k, seed) if mirror else None, aug, g))
             with autocast():
-                chunks.append(torch.stack([chunked(bottom, view, chunk).to(dtype) for view in views]))
-            labels.append(y.to(x.device))
+                maps = torch.stack([chunked(bottom, view, chunk).to(dtype) for view in views])
+            y = y.to(x.device)
+            if store is not None:
+                maps, y, index = maps.to(store), y.to(store), index.to(store)
+                real = int((y != PAD_LABEL).sum())   # padding is at the end of the last batch
+                maps, y, index = maps[:, :real], y[:real], index[:real]
+            chunks.append(maps)
+            labels.append(y)
             order.append(index)
         return cls(torch.cat(chunks, 1), torch.cat(labels), torch.cat(order))
 

@@ -120,7 +120,7 @@ class TrainConfig:
                                         f"{MAX_EPOCHS}), the LR schedule is fitted to them, and the run ends in "
                                         "time with its best checkpoint; --epochs is ignored", OPT,
                                         metavar="DURATION")
-    batch_size: int = option(32, "per device; the global batch is this x devices x nodes", OPT, type=int,
+    batch_size: int = option(32, "per device; the global batch is this x devices (x nodes, x TPU hosts)", OPT, type=int,
                              rules=(at_least(1),))
     lr: float | None = option(None, "peak learning rate, used as given; default: 1e-3 (cosine) or 5e-5 "
                               "(competition) x replicas, the tutorial's LR_MAX = 5e-5 * replicas rule", OPT,
@@ -161,7 +161,9 @@ class TrainConfig:
     deterministic: bool = option(False, "deterministic algorithms (reproducible, slower)", REPRO,
                                  action="store_true")
     accelerator: str = option("auto", "", HW, choices=["auto", "cpu", "gpu", "cuda", "tpu", "mps"])
-    devices: int = option(1, "processes on this machine; >1 runs DDP", HW, type=int, rules=(at_least(1),))
+    devices: int | None = option(None, "devices on this machine: on CPUs and GPUs processes, >1 runs DDP "
+                                 "(default 1); on TPUs (XLA) the devices one process trains on through SPMD "
+                                 "(default: every one)", HW, type=int, rules=(at_least(1),))
     num_nodes: int = option(1, "machines (under torchrun or SLURM)", HW, type=int, rules=(at_least(1),))
     precision: str = option("auto", "auto: bf16 autocast where the CPU/GPU supports it, else 32", HW,
                             choices=["auto", "32", "bf16-mixed", "16-mixed"], also=tuple(PRECISIONS))

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from petalnet import checkpoint, metrics
 from petalnet.callbacks import epoch_end
-from petalnet.accel import DevicePreprocess, keep_freed_memory, make_fabric, resolve_precision
+from petalnet.accel import DevicePreprocess, keep_freed_memory, make_fabric, resolve_precision, topology
 from petalnet.augment import TTA_VIEWS, loss_for, mixer, no_mixing
 from petalnet.batches import build_sources
 from petalnet.budget import NoBudget, make_planner
@@ -37,6 +37,7 @@ from petalnet.errors import PetalnetError
 from petalnet.frozen import effective_freezing, freeze, set_backbone_frozen, train_mode
 from petalnet.models import create_model, normalization
 from petalnet.optim import build_optimizer, lr_schedule, set_lr
+from petalnet.parallel import Topology
 from petalnet.pace import Meter, Pace, Signals, epoch_bar, loss_dtype, say_over_bars, stage_progress, zeros_on
 from petalnet.plan import Plan, compiled, make_plan, step_module
 from petalnet.rundir import RunDir
@@ -51,6 +52,7 @@ class Stop(Exception):
 class Training:
     """Everything ``setup`` decided and built; ``fit`` and ``train_epoch`` only read it (and step)."""
     fabric: object
+    top: Topology                 # replicas, this process's share of the records, who writes
     cfg: TrainConfig
     plan: Plan
     state: RunState
@@ -94,7 +96,7 @@ def train(cfg: TrainConfig, resume: str | None = None, callbacks=(), started: fl
     budget = make_planner(cfg.budget, cfg.epochs, already)   # its clock starts now
     fabric = make_fabric(cfg.accelerator, cfg.devices, cfg.num_nodes, cfg.precision)
     cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, cfg.accelerator))
-    if fabric.global_rank == 0 and not resume:
+    if topology(fabric).writer and not resume:
         data = cfg.data if isinstance(cfg.data, (list, tuple)) else [cfg.data]
         RunDir(cfg.out).prepare(cfg.force, [*data, *filter(None, [cfg.weights])])
     fabric.launch()
@@ -119,7 +121,8 @@ def resume_state(run_dir: str) -> tuple[TrainConfig, dict | None]:
 
 
 def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None = None, budget=None) -> Training:
-    rank0 = fabric.global_rank == 0
+    top = topology(fabric)
+    rank0 = top.writer
     say = _say if rank0 else (lambda line: None)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -127,7 +130,7 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None =
         keep_freed_memory()   # else some runs page-fault every step's activations anew (a third of a step)
     fabric.seed_everything(cfg.seed, verbose=False)
     train_ds, val_ds, data_size = open_data(cfg, fabric.device, say)
-    image_size, world = cfg.image_size or data_size, fabric.world_size
+    image_size, world, shards = cfg.image_size or data_size, top.replicas, top.shards
     for ds in filter(None, (train_ds, val_ds)):   # JPEGs at most half as large as needed: reduced-scale decode
         ds.decode_size = image_size
     if not resume:   # a line as each slow part is done (data, model): no long silence
@@ -137,8 +140,8 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None =
     say(freeze(model, cfg) or "")
     cfg = dataclasses.replace(cfg, **effective_freezing(model, cfg))   # config.json: what is frozen, once
     model = model.to(fabric.device, memory_format=torch.channels_last)
-    plan = make_plan(cfg, fabric.device, cfg.precision, world, model, image_size,
-                     (len(train_ds) // world, len(val_ds) // world if val_ds else 0))
+    plan = make_plan(cfg, fabric.device, cfg.precision, shards, model, image_size,
+                     (len(train_ds) // shards, len(val_ds) // shards if val_ds else 0))
     say(plan.note or "")
     meta = {"model_name": cfg.model, "num_classes": cfg.num_classes, "image_size": image_size, "mean": mean,
             "std": std, "weights_source": source, "tta": cfg.tta, "config": dataclasses.asdict(cfg)}
@@ -156,19 +159,21 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None =
     resolved = {"image_size": image_size, "data_image_size": data_size, "peak_lr": schedule.peak,
                 "warmup_epochs": schedule.rampup_epochs, "world_size": world, "global_batch": cfg.batch_size * world,
                 "weights": source, "mean": mean, "std": std, "train_images": len(train_ds),
-                "val_images": len(val_ds) if val_ds else 0, **plan.resolved(), "budget": budget.record()}
+                "val_images": len(val_ds) if val_ds else 0, **top.record(), **plan.resolved(),
+                "budget": budget.record()}
     run_dir.write_config(cfg, resolved)
     if not resume:
-        say(f"{cfg.model} ({source}), {world} x {fabric.device.type}, global batch {cfg.batch_size * world}, "
+        say(f"{cfg.model} ({source}), {world} x {fabric.device.type}{' (SPMD)' if top.mesh else ''}, "
+            f"global batch {cfg.batch_size * world}, "
             f"peak LR {schedule.peak:g} ({cfg.lr_schedule}), precision {cfg.precision}")
     prep = DevicePreprocess(fabric.device, mean, std, image_size)
     progress, t0 = stage_progress(cfg.quiet, rank0), time.perf_counter()
-    batches, val = build_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep, say, progress)
+    batches, val = build_sources(plan, cfg, fabric, top, model, train_ds, val_ds, image_size, prep, say, progress)
     sources_seconds = time.perf_counter() - t0
-    budget.set_sizes(len(batches), val_images=resolved["val_images"] // world, views=len(TTA_VIEWS[cfg.tta]),
-                     batch_images=cfg.batch_size, write_bytes=state.checkpoint_bytes(),
-                     say=say_over_bars if rank0 else say, margin=Pace.AGREE_EVERY if world > 1 else 1,
-                     agree=(lambda n: fabric.broadcast(n, 0)) if world > 1 else (lambda n: n))
+    budget.set_sizes(len(batches), val_images=resolved["val_images"] // shards, views=len(TTA_VIEWS[cfg.tta]),
+                     batch_images=cfg.batch_size * top.per_shard, write_bytes=state.checkpoint_bytes(),
+                     say=say_over_bars if rank0 else say, margin=Pace.AGREE_EVERY if fabric.world_size > 1 else 1,
+                     agree=(lambda n: fabric.broadcast(n, 0)) if fabric.world_size > 1 else (lambda n: n))
     net = step_module(plan, model, image_size)
     module = fabric.setup_module(compiled(plan, net))
     eval_net = step_module(plan, average.module, image_size) if average else net
@@ -178,7 +183,7 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None =
         checkpoint.set_rng_state(resume["rng"])
     mix = mixer(cfg.augment(), cfg.num_classes, cfg.label_smoothing)
     criterion = loss_for(mix, cfg.label_smoothing)
-    return Training(fabric, cfg, plan, state, run_dir, net, module, eval_net, batches, val, budget,
+    return Training(fabric, top, cfg, plan, state, run_dir, net, module, eval_net, batches, val, budget,
                     mix or no_mixing, criterion, after_step, image_size, say, progress, started, sources_seconds,
                     resolved)
 
@@ -213,7 +218,7 @@ def fit(t: Training) -> dict:
     """The epochs from where the state is; returns the summary (also when stopped inside an epoch)."""
     fabric, cfg, state = t.fabric, t.cfg, t.state
     with Signals() as signals:
-        pace = Pace(fabric, signals, cfg.max_steps, cfg.batch_size * fabric.world_size, t.budget)
+        pace = Pace(fabric, signals, cfg.max_steps, cfg.batch_size * t.top.replicas, t.budget)
         walls = []   # this process's epochs, training and validation: the estimate of the time left
         while state.epoch < t.budget.epochs:   # --epochs, or the budget's plan (which may shorten)
             epoch = state.epoch
@@ -329,9 +334,9 @@ def summarize(t: Training, pace: Pace, stopped_at: dict | None = None) -> dict:
             "train_seconds": seconds, "wall_seconds": time.perf_counter() - t.started,
             "train_images_per_second": sum(h["train_images_per_second"] * h["seconds"] for h in history)
             / max(seconds, 1e-9), "steady_images_per_second": pace.steady_rate(), "stopped_at": stopped_at,
-            "world_size": t.fabric.world_size, "weights": t.state.meta["weights_source"],
+            "world_size": t.top.replicas, "weights": t.state.meta["weights_source"],
             "parameters": sum(p.numel() for p in t.state.model.parameters()), "plan": t.plan.resolved(),
-            **t.budget.summary(), "global_rank": t.fabric.global_rank}
+            **t.budget.summary(), "global_rank": t.fabric.global_rank if t.fabric.world_size > 1 else t.top.shard}
 
 
 def _record_plan(t: Training) -> None:

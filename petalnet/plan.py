@@ -4,7 +4,7 @@ which part of the model is frozen and how it is computed, precision, compile.
 ``make_plan`` turns (config, device, model, data sizes) into a ``Plan``; config.json's ``resolved``
 section records it. ``batches.build_sources`` and ``step_module`` below realise it: the loop receives
 a batch source yielding device-ready ``(x, y)`` and the module to step, and tests nothing itself.
-A new path is a new branch here and a new batch source, not an edit of the loop (XLA: ``xla_plan``).
+A new path is a new branch here and a new batch source, not an edit of the loop (XLA: ``xla_refusals``).
 
 Frozen parts (``frozen``):
 - ``cached-bottom``: ``--unfreeze-from K``: the stem and stages < K computed once per image and mirror
@@ -65,17 +65,26 @@ def default_workers(device: torch.device) -> int:
     return max(1, min(8, (os.cpu_count() or 2) // max(1, torch.cuda.device_count())))
 
 
-def make_plan(cfg, device: torch.device, precision: str, world: int, model: nn.Module, image_size: int,
+def make_plan(cfg, device: torch.device, precision: str, shards: int, model: nn.Module, image_size: int,
               images: tuple[int, int]) -> Plan:
-    """The path for ``model`` (frozen as the config says: ``frozen.freeze``) on ``device``; ``images``:
-    this rank's (train, val) shard sizes, which a cache would hold."""
-    if device.type == "xla":
-        return xla_plan(cfg, precision, world, model)
-    cpu = device.type == "cpu"
+    """The path for ``model`` (frozen as the config says: ``frozen.freeze``) on ``device``; ``shards``:
+    processes the records are split between; ``images``: this process's (train, val) shard sizes, which a
+    cache would hold. On XLA (TPU cores, or PJRT_DEVICE=CPU) the same path with XLA's constraints
+    (``xla_refusals``): one graph per training step, compiled once; batches of one shape
+    (``batches.build_sources``) uploaded split over the mesh; flips, augmentation and normalisation on
+    the devices inside the step's graph; bf16 autocast in the step; a frozen-part cache kept in host
+    memory and uploaded a batch at a time."""
+    on_xla, cpu = device.type == "xla", device.type == "cpu"
+    if on_xla:
+        xla_refusals(cfg, precision)
     # threads: no inter-process copy of each batch, JPEGs decoded straight into it (on a GPU into pinned,
-    # reused buffers); on a CPU one thread by default, beside the model's threads
-    threads = cfg.loader == "threads" or (cfg.loader == "auto" and cpu and cfg.workers is None)
-    count = cfg.workers if cfg.workers is not None else 1 if cpu else default_workers(device)
+    # reused buffers); on a CPU one thread by default, beside the model's threads. PJRT_DEVICE=CPU: the XLA
+    # runtime's threads need the cores, one loader thread beside them; a TPU VM (96 vCPUs for 8 cores)
+    # decodes in worker processes
+    host_cores = cpu or (on_xla and xla.cpu_backend())
+    threads = cfg.loader == "threads" or (cfg.loader == "auto" and host_cores and cfg.workers is None)
+    count = cfg.workers if cfg.workers is not None else 1 if cpu or threads else \
+        max(1, min(8, (os.cpu_count() or 2) // max(1, shards))) if on_xla else default_workers(device)
     stage = getattr(model, "petalnet_frozen_stage", None)
     backbone_frozen = stage is None and features_frozen(model, image_size)
     whole = backbone_frozen and cfg.freeze_epochs == 0   # frozen for the whole run
@@ -101,9 +110,21 @@ def make_plan(cfg, device: torch.device, precision: str, world: int, model: nn.M
         else "step"
     return Plan(device=device.type, precision=precision, loader="threads" if threads else "workers",
                 workers=0 if threads else count, threads=count if threads else 0,
-                background=threads and cpu and world == 1, pin_memory=device.type == "cuda", flips=flips, frozen=frozen,
-                unfreeze_from=stage, unfreeze_at=cfg.freeze_epochs or None, compile=cfg.compile_mode if cfg.compile else None,
-                decode=cfg.decode, cache_views=crops if frozen.startswith("cached") else 0, note=note)
+                background=threads and cpu and shards == 1, pin_memory=device.type == "cuda", flips=flips,
+                frozen=frozen, unfreeze_from=stage, unfreeze_at=cfg.freeze_epochs or None,
+                compile=cfg.compile_mode if cfg.compile else None, decode=cfg.decode,
+                cache_views=crops if frozen.startswith("cached") else 0, note=note)
+
+
+def xla_refusals(cfg, precision: str) -> None:
+    """What XLA cannot run, one line each: the CUDA-only features, and fp16 (TPUs compute in bf16)."""
+    refused = {"--compile (XLA compiles the step's graph itself; torch.compile is for CPUs and GPUs)": cfg.compile,
+               "--decode gpu (nvJPEG is CUDA's; the loader decodes on the host)": cfg.decode == "gpu",
+               "--precision 16-mixed (TPUs run bf16: --precision bf16-mixed or 32)": "16" in precision
+               and "bf16" not in precision}
+    for what, given in refused.items():
+        if given:
+            raise OptionError(f"{what}: not available on XLA (--accelerator tpu)")
 
 
 # With --budget, the cache pass (every view of every image) may take this share of the budget; the rest
@@ -129,35 +150,6 @@ def views_that_fit(cfg, model: nn.Module, stage: int | None, image_size: int,
         return views, None
     return views, (f"--budget {short(budget)}: {views} of the {cfg.cache_views} augmented views cached (the cache "
                    f"pass may take a quarter of the budget: {per_view * 1000:.1f} ms per image and view here)")
-
-
-def xla_plan(cfg, precision: str, world: int, model: nn.Module) -> Plan:
-    """XLA (TPU cores, or PJRT_DEVICE=CPU): one graph per training step, compiled once. Batches have one
-    shape (the last partial training batch dropped, evaluation batches padded: ``batches.build_sources``),
-    come through torch_xla's parallel loader, and are mirrored and normalised on the device inside
-    the step's graph; bf16 is autocast in the step. No frozen-part cache (it is gathered by
-    data-dependent indices on the host) and no torch.compile (XLA compiles the graph itself)."""
-    refused = {"--compile (XLA compiles the step's graph itself)": cfg.compile,
-               "--decode gpu (nvJPEG is CUDA's)": cfg.decode == "gpu",
-               "--affine, --rrc, --color, --cutout, --mixup, --cutmix (their per-step random generators are "
-               "not XLA's; flips are; --recipe finetune sets --affine 1: add --affine 0)": cfg.augment().any(),
-               "--precision 16-mixed (TPUs run bf16: --precision bf16-mixed or 32)": "16" in precision
-               and "bf16" not in precision}
-    for what, given in refused.items():
-        if given:
-            raise OptionError(f"{what}: not available on XLA (--accelerator tpu)")
-    stage = getattr(model, "petalnet_frozen_stage", None)
-    frozen = stage is not None or getattr(model, "petalnet_frozen", False)
-    # PJRT_DEVICE=CPU: the XLA runtime's threads need the cores, one loader thread beside them (as the
-    # CPU path); a TPU VM (96 vCPUs for 8 cores) decodes in worker processes
-    threads = cfg.loader == "threads" or (cfg.loader == "auto" and cfg.workers is None and xla.cpu_backend())
-    count = cfg.workers if cfg.workers is not None else \
-        1 if threads else max(1, min(8, (os.cpu_count() or 2) // max(1, world)))
-    return Plan(device="xla", precision=precision, loader="threads" if threads else "workers",
-                workers=0 if threads else count, threads=count if threads else 0, background=False,
-                pin_memory=False, flips="step" if cfg.flip else "off", frozen="none", unfreeze_from=stage,
-                unfreeze_at=cfg.freeze_epochs or None, compile=None, decode="cpu",
-                note="on XLA the frozen part runs every step (no cache)" if frozen and cfg.cache_frozen else None)
 
 
 def compiled(plan: Plan, module: nn.Module) -> nn.Module:

@@ -21,7 +21,7 @@ RECIPES: dict[str, dict] = {
                     lr_schedule="cosine", warmup_epochs=0.5, optimizer="adamw", weight_decay=0.01,
                     label_smoothing=0.1, flip=True, tta="flip"),
     # The default until issue 17 (about 6 minutes here): the same without the augmented views and the
-    # average, 10 epochs. Also the TPU's recipe: crops are not drawn on XLA yet.
+    # average, 10 epochs.
     "fast": dict(model="tf_efficientnet_lite0", image_size=224, unfreeze_from=5, cache_frozen=True,
                  epochs=10, lr=1e-3, head_lr_scale=3.0, lr_schedule="cosine", warmup_epochs=0.5,
                  optimizer="adamw", weight_decay=0.01, label_smoothing=0.1, flip=True, tta="flip"),
@@ -62,10 +62,9 @@ def recipe_config(name: str, **overrides):
 # On a CPU the default recipe (benchmarks/RESULTS.md, accuracy section: the best found for 20 minutes
 # on 2 cores). On a GPU the accelerator recipe: on an H100 (issue 16, benchmarks/bench_gpu.py --only
 # accuracy) it won at 331 px (0.911 against 0.900 macro-F1 for the then default, now `fast`) and tied at
-# 224 px (0.905 each); the new default is not measured there yet. On TPUs
-# the fast recipe for now: the default's crops and finetune's affine augmentation have no XLA path yet
-# (plan.xla_plan).
-AUTO_RECIPES: dict[str, str] = {"cpu": "default", "cuda": "finetune", "tpu": "fast", "mps": "default"}
+# 224 px (0.905 each); the new default is not measured there yet. On TPUs the default: its cached bottom
+# and crops run on XLA (the cache in host memory, uploaded split over the SPMD mesh; plan.make_plan).
+AUTO_RECIPES: dict[str, str] = {"cpu": "default", "cuda": "finetune", "tpu": "default", "mps": "default"}
 
 
 def config_for(recipe: str | None, say=print, **overrides):
