@@ -148,6 +148,7 @@ class DevicePreprocess:
         self.scale = 1 / (torch.tensor(std, device=device).view(1, 3, 1, 1) * 255)
         self.shift = -torch.tensor(mean, device=device).view(1, 3, 1, 1) / torch.tensor(std, device=device).view(1, 3, 1, 1)
         self._rows = None   # scale and shift repeated along an NHWC row (``_normalise_rows``)
+        self._weights = {}  # XLA: (input side) -> the resize's weights on the device (``_resize``)
 
     def __call__(self, images: torch.Tensor | list[torch.Tensor], flip: torch.Tensor | None = None,
                  aug=None, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -183,8 +184,10 @@ class DevicePreprocess:
         graph and compiling new ones batch after batch, measured); elsewhere torch's kernel."""
         if x.device.type != "xla":
             return F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
-        rows, cols = resize_matrix(x.shape[-2], self.size).to(x.device), resize_matrix(x.shape[-1], self.size).to(x.device)
-        return torch.einsum("oh,bchw,pw->bcop", rows, x, cols)
+        for n in x.shape[-2:]:   # made and uploaded once per input size, not per batch
+            if n not in self._weights:
+                self._weights[n] = resize_matrix(n, self.size).to(x.device)
+        return torch.einsum("oh,bchw,pw->bcop", self._weights[x.shape[-2]], x, self._weights[x.shape[-1]])
 
     def _normalise_rows(self, x: torch.Tensor) -> torch.Tensor:
         """A channels-last uint8 batch normalised as rows of H x (W * 3) values, with the per-channel terms

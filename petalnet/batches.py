@@ -104,10 +104,7 @@ def build_sources(plan, cfg, fabric, top, model, train_ds, val_ds, image_size: i
     keep = dict(pin_memory=plan.pin_memory, persistent_workers=plan.pin_memory and plan.workers > 0)
     train = create_loader(WithIndex(train_ds), batch, shuffle=True, seed=cfg.seed, pad=True, drop_last=fixed,
                           flip=plan.flips == "loader", **keep, **common)
-    if len(train) == 0:
-        raise PetalnetError(f"--batch-size {cfg.batch_size}: {batch} images a step is more than the "
-                            f"{len(train.sampler)} training images this process reads; on XLA every batch is full "
-                            "(a smaller --batch-size)")
+    _check_full_batch(len(train), cfg.batch_size, batch, len(train.sampler))
     val = val_ds and create_loader(val_ds, batch * 2, **keep, **common)
     if fixed:
         train, val = xla.DeviceLoader(train, upload), val and xla.DeviceLoader(xla.Padded(val, batch * 2), upload)
@@ -141,10 +138,14 @@ def _cached_sources(plan, cfg, fabric, model, train_ds, val_ds, image_size, prep
     say(f"{part} cached for {sum(len(c) for c in caches)} images and their mirrors{extra} in "
         f"{time.perf_counter() - t0:.0f}s ({sum(c.nbytes() for c in caches) / 2**20:.0f} MiB)")
     train = CachedBatches(caches[0], batch_size=batch, seed=cfg.seed, flips=plan.flips == "cache", upload=upload)
-    if len(train) == 0:
-        raise PetalnetError(f"--batch-size {cfg.batch_size}: {batch} images a step is more than the {len(caches[0])} "
-                            "training images this process holds; on XLA every batch is full (a smaller --batch-size)")
+    _check_full_batch(len(train), cfg.batch_size, batch, len(caches[0]))
     return train, (_CachedViews(caches[1], batch * 2, cfg.tta, upload) if val_ds else None)
+
+
+def _check_full_batch(steps: int, per_device: int, batch: int, images: int) -> None:
+    if steps == 0:   # XLA's full batches only: none fits
+        raise PetalnetError(f"--batch-size {per_device}: {batch} images a step is more than the {images} training "
+                            "images this process reads; on XLA every batch is full (a smaller --batch-size)")
 
 
 class _CachedViews:

@@ -122,8 +122,7 @@ def resume_state(run_dir: str) -> tuple[TrainConfig, dict | None]:
 
 def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None = None, budget=None) -> Training:
     top = topology(fabric)
-    rank0 = top.writer
-    say = _say if rank0 else (lambda line: None)
+    say = _say if top.writer else (lambda line: None)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     if fabric.device.type == "cpu":
@@ -154,7 +153,7 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None =
     budget = budget or NoBudget(cfg.epochs)
     budget.start_run(lambda epochs: lr_schedule(dataclasses.replace(cfg, epochs=epochs), world), state.budget, spent)
     schedule = budget.schedule
-    run_dir = RunDir(cfg.out, writer=rank0)
+    run_dir = RunDir(cfg.out, writer=top.writer)
     run_dir.open()
     resolved = {"image_size": image_size, "data_image_size": data_size, "peak_lr": schedule.peak,
                 "warmup_epochs": schedule.rampup_epochs, "world_size": world, "global_batch": cfg.batch_size * world,
@@ -163,17 +162,13 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None =
                 "budget": budget.record()}
     run_dir.write_config(cfg, resolved)
     if not resume:
-        say(f"{cfg.model} ({source}), {world} x {fabric.device.type}{' (SPMD)' if top.mesh else ''}, "
-            f"global batch {cfg.batch_size * world}, "
-            f"peak LR {schedule.peak:g} ({cfg.lr_schedule}), precision {cfg.precision}")
+        say(f"{cfg.model} ({source}), {world} x {fabric.device.type}{' (SPMD)' if top.mesh else ''}, global batch "
+            f"{cfg.batch_size * world}, peak LR {schedule.peak:g} ({cfg.lr_schedule}), precision {cfg.precision}")
     prep = DevicePreprocess(fabric.device, mean, std, image_size)
-    progress, t0 = stage_progress(cfg.quiet, rank0), time.perf_counter()
+    progress, t0 = stage_progress(cfg.quiet, top.writer), time.perf_counter()
     batches, val = build_sources(plan, cfg, fabric, top, model, train_ds, val_ds, image_size, prep, say, progress)
     sources_seconds = time.perf_counter() - t0
-    budget.set_sizes(len(batches), val_images=resolved["val_images"] // shards, views=len(TTA_VIEWS[cfg.tta]),
-                     batch_images=cfg.batch_size * top.per_shard, write_bytes=state.checkpoint_bytes(),
-                     say=say_over_bars if rank0 else say, margin=Pace.AGREE_EVERY if fabric.world_size > 1 else 1,
-                     agree=(lambda n: fabric.broadcast(n, 0)) if fabric.world_size > 1 else (lambda n: n))
+    _size_budget(budget, fabric, top, cfg, len(batches), resolved["val_images"] // shards, state, say)
     net = step_module(plan, model, image_size)
     module = fabric.setup_module(compiled(plan, net))
     eval_net = step_module(plan, average.module, image_size) if average else net
@@ -186,6 +181,17 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None =
     return Training(fabric, top, cfg, plan, state, run_dir, net, module, eval_net, batches, val, budget,
                     mix or no_mixing, criterion, after_step, image_size, say, progress, started, sources_seconds,
                     resolved)
+
+
+def _size_budget(budget, fabric, top: Topology, cfg: TrainConfig, steps: int, val_images: int, state: RunState,
+                 say) -> None:
+    """The budget planner told the run's sizes: steps an epoch, this process's validation images, views, batch,
+    checkpoint bytes; under DDP the ranks agree on its plan (rank 0's) every ``Pace.AGREE_EVERY`` steps."""
+    ranks = fabric.world_size > 1
+    budget.set_sizes(steps, val_images=val_images, views=len(TTA_VIEWS[cfg.tta]),
+                     batch_images=cfg.batch_size * top.per_shard, write_bytes=state.checkpoint_bytes(),
+                     say=say_over_bars if top.writer else say, margin=Pace.AGREE_EVERY if ranks else 1,
+                     agree=(lambda n: fabric.broadcast(n, 0)) if ranks else (lambda n: n))
 
 
 def open_data(cfg: TrainConfig, device: torch.device, say=lambda line: None):
