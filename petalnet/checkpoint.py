@@ -38,6 +38,8 @@ def load(path: str) -> dict:
     """The checkpoint's top-level dict, unpickled without running code."""
     if not os.path.isfile(path):
         raise PetalnetError(f"{path}: no such checkpoint")
+    if os.path.getsize(path) == 0:
+        raise PetalnetError(f"{path}: an empty file (0 bytes), not a checkpoint")
     try:
         with torch.serialization.safe_globals(LEGACY_GLOBALS):
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -50,7 +52,8 @@ def load(path: str) -> dict:
                             f"({detail.split(' was not')[0][:160]}); petalnet never runs code from a "
                             "checkpoint") from None
     except Exception as e:   # truncated or foreign files raise many kinds
-        raise PetalnetError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0][:200]})") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise PetalnetError(f"{path}: not a readable checkpoint ({first[:200]})") from None
     if not isinstance(state, dict):
         raise PetalnetError(f"{path}: not a petalnet checkpoint (holds a {type(state).__name__}, not a dict)")
     return state

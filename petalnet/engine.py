@@ -12,6 +12,7 @@ validation, and by ``Pace.after_step`` after each step (an epoch it ends early i
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 
 from petalnet import checkpoint, metrics
 from petalnet.callbacks import epoch_end
-from petalnet.accel import DevicePreprocess, keep_freed_memory, make_fabric, resolve_precision, topology
+from petalnet.accel import DevicePreprocess, batch_local_ops, keep_freed_memory, make_fabric, resolve_precision, topology
 from petalnet.augment import TTA_VIEWS, loss_for, mixer, no_mixing
 from petalnet.batches import build_sources
 from petalnet.budget import NoBudget, make_planner
@@ -40,7 +41,7 @@ from petalnet.optim import build_optimizer, lr_schedule, set_lr
 from petalnet.parallel import Topology
 from petalnet.pace import Meter, Pace, Signals, epoch_bar, loss_dtype, say_over_bars, stage_progress, zeros_on
 from petalnet.plan import Plan, compiled, make_plan, step_module
-from petalnet.rundir import RunDir
+from petalnet.rundir import RunDir, writing
 from petalnet.state import RunState
 
 
@@ -96,11 +97,14 @@ def train(cfg: TrainConfig, resume: str | None = None, callbacks=(), started: fl
     budget = make_planner(cfg.budget, cfg.epochs, already)   # its clock starts now
     fabric = make_fabric(cfg.accelerator, cfg.devices, cfg.num_nodes, cfg.precision)
     cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, cfg.accelerator))
-    if topology(fabric).writer and not resume:
-        data = cfg.data if isinstance(cfg.data, (list, tuple)) else [cfg.data]
-        RunDir(cfg.out).prepare(cfg.force, [*data, *filter(None, [cfg.weights])])
-    fabric.launch()
-    return fit(dataclasses.replace(setup(fabric, cfg, saved, started, budget), callbacks=tuple(callbacks)))
+    writer = topology(fabric).writer
+    with writing(cfg.out) if writer else contextlib.nullcontext():   # one writer per run folder
+        if writer and not resume:
+            data = cfg.data if isinstance(cfg.data, (list, tuple)) else [cfg.data]
+            RunDir(cfg.out).prepare(cfg.force, [*data, *filter(None, [cfg.weights])])
+        fabric.launch()
+        with batch_local_ops(fabric):   # the cache pass, the steps and validation
+            return fit(dataclasses.replace(setup(fabric, cfg, saved, started, budget), callbacks=tuple(callbacks)))
 
 
 def resume_state(run_dir: str) -> tuple[TrainConfig, dict | None]:

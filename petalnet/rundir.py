@@ -17,8 +17,11 @@ import dataclasses
 import glob
 import json
 import os
+import contextlib
+import fcntl
 import re
 import shutil
+import time
 
 from petalnet import checkpoint
 from petalnet.atomic import write_json, write_lines
@@ -29,6 +32,41 @@ from petalnet.errors import PetalnetError
 WRITTEN = ("config.json", "history.jsonl", "summary.json", "checkpoints", "curves.png", "lr.png", "data.json",
            "train_samples.png", "report.html", "eval-*")
 _TEMPORARY = re.compile(r".*\.\d+\.tmp(\.\w+)?$")   # atomic_path's files of a killed writer
+LOCK = ".petalnet.lock"   # held (flock) by the one process writing the folder; the kernel drops it at exit
+
+
+@contextlib.contextmanager
+def writing(path: str):
+    """Hold the run folder ``path`` (created if missing) for one writer for the block: an exclusive
+    ``flock`` on its LOCK file, which the kernel releases when the process ends, however it ends (a SIGKILL
+    leaves no stale lock). A second writer, in this process or another, is refused before it writes
+    anything, in one line naming the holder's PID and start time."""
+    lock, new_folder = os.path.join(path, LOCK), not os.path.exists(path)
+    new_lock = not os.path.exists(lock)
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise PetalnetError(f"{path}: cannot hold the run folder ({e.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise PetalnetError(f"{path}: another petalnet process is writing this run folder ({holder}); wait "
+                                "for it to end, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"PID {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        try:
+            yield
+        except PetalnetError:   # refused or failed: take back the lock file (and the folder) this call made
+            if new_lock and os.path.exists(lock):
+                os.unlink(lock)
+                if new_folder and not os.listdir(path):
+                    os.rmdir(path)
+            raise
+    finally:
+        os.close(fd)   # releases the lock
 
 
 def read_finished(path: str) -> tuple[dict, list[dict], dict]:
@@ -57,7 +95,8 @@ class RunDir:
     def prepare(self, force: bool, inputs: list[str]) -> None:
         """A new run: refuse an existing folder unless ``force``; then remove only what an earlier run
         wrote, and only from a folder that is a run folder and holds none of ``inputs`` (the data)."""
-        if not self.writer or not os.path.exists(self.path) or (os.path.isdir(self.path) and not os.listdir(self.path)):
+        if not self.writer or not os.path.exists(self.path) or (os.path.isdir(self.path) and
+                                                                not set(os.listdir(self.path)) - {LOCK}):
             return
         if not force:
             raise PetalnetError(f"{self.path} already exists: pass --resume {self.path} to continue it, "
