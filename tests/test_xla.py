@@ -147,8 +147,13 @@ def test_eight_devices_train_as_one(runs, spmd):
     after warm-up), no host fallbacks, and config.json recording the 8-device mesh."""
     one, eight = _history(runs["xla_run"]), _history(spmd["run"])
     for a, b in zip(one, eight, strict=True):
+        # the first epoch to 1e-4; later ones drift with AdamW: it divides each gradient by its running
+        # magnitude, so the last-bit differences of a data-parallel sum (batch norm's statistics and the
+        # gradients as 8 partial sums all-reduced, against one sum) in near-zero gradients become LR-sized
+        # steps (1.8e-4 by epoch 3, measured; with SGD instead, XLA itself drifted 4 % from eager CPU)
+        rel = 1e-4 if a["epoch"] == 1 else 5e-4
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1"):
-            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["epoch"], key)
+            assert b[key] == pytest.approx(a[key], rel=rel, abs=1e-6), (a["epoch"], key)
     resolved = json.loads((spmd["run"] / "config.json").read_text())["resolved"]
     assert resolved["world_size"] == resolved["replicas"] == 8 and resolved["global_batch"] == 24
     assert resolved["mesh"]["devices"] == 8 and resolved["mesh"]["axes"] == ["data"]
