@@ -27,6 +27,31 @@ from petalnet.errors import PetalnetError
 __all__ = ["train", "load", "Run", "EarlyStopping", "CSVLogger", "TensorBoardLogger"]
 
 
+def _read_json(path: str) -> dict:
+    """A JSON file petalnet wrote; empty, cut or foreign is one PetalnetError naming it."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise PetalnetError(f"{path}: not readable JSON ({str(e)[:120] or 'empty'})") from None
+
+
+def _read_history(path: str) -> list[dict]:
+    """history.jsonl's rows; a cut last line (a writer killed mid-line, before atomic writes) is left out,
+    a bad line before it is one PetalnetError naming the file and line."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        lines = [line for line in fh if line.strip()]
+    rows = []
+    for n, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if n == len(lines):
+                break
+            raise PetalnetError(f"{path}: line {n} is not a JSON record") from None
+    return rows
+
+
 class Run:
     """A run folder written by ``petalnet train`` (or ``petalnet.train``)."""
 
@@ -35,8 +60,7 @@ class Run:
         config = os.path.join(self.path, "config.json")
         if not os.path.isfile(config):
             raise PetalnetError(f"{self.path}: not a petalnet run folder (no config.json)")
-        with open(config) as fh:
-            self.config = json.load(fh)
+        self.config = _read_json(config)
 
     def __repr__(self) -> str:
         best = self.summary.get("best_val_macro_f1")
@@ -49,8 +73,7 @@ class Run:
         path = os.path.join(self.path, "history.jsonl")
         if not os.path.isfile(path):
             return []
-        with open(path) as fh:
-            return [json.loads(line) for line in fh if line.strip()]
+        return _read_history(path)
 
     def history_frame(self):
         """``history`` as a pandas DataFrame indexed by epoch (needs pandas)."""
@@ -67,8 +90,7 @@ class Run:
         path = os.path.join(self.path, "summary.json")
         if not os.path.isfile(path):
             return {}
-        with open(path) as fh:
-            return json.load(fh)
+        return _read_json(path)
 
     def _data(self, data):
         data = data if data is not None else self.config.get("data")

@@ -105,3 +105,20 @@ def test_an_empty_checkpoint_is_named(tmp_path, capsys):
     assert main(["predict", str(zero), str(photo)]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "zero.pt" in err[0], err
+
+
+def test_a_run_with_a_corrupt_config_or_a_cut_history_line(tmp_path):
+    """``petalnet.load``: a corrupt config.json is a PetalnetError naming it; a cut last line of
+    history.jsonl is left out, a bad line before it named with its number."""
+    import petalnet
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"model": "resnet10t", "da')
+    with pytest.raises(PetalnetError, match=r"config\.json: not readable JSON"):
+        petalnet.load(str(run))
+    (run / "config.json").write_text('{"model": "resnet10t"}')
+    (run / "history.jsonl").write_text('{"epoch": 1, "val_loss": 1.0}\n{"epoch": 2, "val_l')
+    assert [r["epoch"] for r in petalnet.load(str(run)).history] == [1]
+    (run / "history.jsonl").write_text('{"epoch": 1\n{"epoch": 2}\n')
+    with pytest.raises(PetalnetError, match=r"history\.jsonl: line 1 is not a JSON record"):
+        petalnet.load(str(run)).history
