@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from petalnet.config import above, at_least, at_most, check_number
@@ -134,6 +135,14 @@ def _add_guards(app: FastAPI, max_bytes: int) -> None:
         return _error(422, f"invalid request ({problems or 'unreadable form'}): send the photo as the "
                            "multipart form field 'file'")
 
+    @app.exception_handler(HTTPException)
+    async def refused(request: Request, exc: HTTPException):
+        # Starlette's and FastAPI's own refusals (unknown route, wrong method, unparsable multipart body)
+        # answer {"detail": ...} by default
+        detail = exc.detail if isinstance(exc.detail, str) else "refused"
+        return JSONResponse({"error": f"{request.method} {request.url.path}: {detail.lower()}"},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
     @app.middleware("http")
     async def refuse_large_bodies(request: Request, call_next):
         length = request.headers.get("content-length")
@@ -188,6 +197,9 @@ def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_p
     async def health():
         return {"status": "ok", "model": name, "model_name": predictor.model_name,
                 "classes": predictor.num_classes, "image_size": predictor.image_size}
+
+    for path, endpoint in (("/", page), ("/api/health", health)):   # HEAD for uptime checks, off the schema
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
 
     @app.post("/api/predict")
     async def predict(file: UploadFile = File(..., description="the photo (JPEG, PNG, WebP, ...)")):

@@ -90,3 +90,17 @@ def test_no_cdn_docs_page_and_one_access_line_per_request(client, daisy_jpeg, ca
     assert '"GET /docs" 404' in lines[0] and '"GET /openapi.json" 200' in lines[2]
     assert '"POST /api/predict" 200' in lines[3] and '"POST /api/predict" 400' in lines[4]
     assert all(line.endswith(" ms") for line in lines)
+
+
+def test_every_refusal_is_one_error_shape_and_get_routes_answer_head(client):
+    """Unknown routes, wrong methods and unparsable multipart bodies answer {"error": ...} like petalnet's
+    own refusals (not Starlette's {"detail": ...}); HEAD on the page and on /api/health is 200."""
+    for method, path, kwargs, status in [
+            ("GET", "/nowhere", {}, 404), ("DELETE", "/api/health", {}, 405),
+            ("POST", "/api/predict", {"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=x"}}, None)]:
+        r = client.request(method, path, **kwargs)
+        assert r.status_code >= 400 and (status is None or r.status_code == status), (path, r.status_code)
+        body = r.json()
+        assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"], body
+    for path in ("/", "/api/health"):
+        assert client.head(path).status_code == 200
