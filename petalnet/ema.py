@@ -5,13 +5,25 @@ from __future__ import annotations
 
 import functools
 
+import torch
 from timm.utils import ModelEmaV3
 from torch import nn
 
 
 def make_average(model: nn.Module, decay: float) -> ModelEmaV3 | None:
-    """The average of ``model``'s weights (a copy of them now), or None when ``decay`` is 0 (no --ema)."""
-    return ModelEmaV3(model, decay=decay) if decay else None
+    """The average of ``model``'s weights (a copy of them now, on the model's device), or None when
+    ``decay`` is 0 (no --ema). timm makes a ``torch.Generator`` on the copy's device (for stochastic
+    rounding of bf16 averages; petalnet's are fp32), which XLA devices cannot have: there the copy is made
+    on the CPU, with its generator, and then moved to the model's device, where it is updated."""
+    if not decay:
+        return None
+    device = next(model.parameters()).device
+    if device.type != "xla":
+        return ModelEmaV3(model, decay=decay)
+    average = ModelEmaV3(model, decay=decay, device=torch.device("cpu"))
+    average.module.to(device)
+    average.device, average.foreach = None, True   # updated where the model is, as elsewhere
+    return average
 
 
 def step_update(average: ModelEmaV3 | None, model: nn.Module, decay: float):

@@ -46,8 +46,14 @@ def zeros_on(device, dtype, shape=(1,)) -> torch.Tensor:
     """Zeros to sum into on ``device``, made on the host and copied, never 0-dim. On XLA a copied tensor
     is data the step's graph reads, whereas ``torch.zeros(device=...)`` is a graph of its own, and a 0-dim
     tensor holding 0 or 1, even copied, is a constant of every graph that reads it (torch_xla's
-    "special scalars"): each epoch's new 0-dim zeros compiled one more graph at its start (measured)."""
-    return torch.zeros(shape, dtype=dtype).to(device)
+    "special scalars"): each epoch's new 0-dim zeros compiled one more graph at its start (measured).
+    Under SPMD the copy is also marked replicated over the mesh, the sharding a sum carries from the step
+    before: an unmarked copy made each epoch's first step a graph of its own (measured; ``xla.replicated``)."""
+    zeros = torch.zeros(shape, dtype=dtype).to(device)
+    if zeros.device.type == "xla":
+        from petalnet.xla import replicated
+        return replicated(zeros)
+    return zeros
 
 
 class Pace:

@@ -1,5 +1,6 @@
 """Batch norm and grouped convolutions written as operations XLA's SPMD partitioner keeps split along the
-batch (``BatchLocalOps``), for data-parallel training over several XLA devices.
+batch (``BatchLocalOps``), for data-parallel training over several XLA devices; and the augmentations'
+``grid_sample``, which torch_xla cannot lower, as gathers.
 
 The partitioner (torch_xla 2.9's, the one a TPU's compiler runs too) handles a dense convolution, a matmul,
 an elementwise op or a reduction over a batch-sharded tensor locally, but two operations every ImageNet
@@ -100,13 +101,47 @@ def batch_norm_ops(x: torch.Tensor, running_mean, running_var, weight=None, bias
     return (y if bias is None else y + bias.view(shape)).to(x.dtype)
 
 
+def grid_sample_gather(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """``F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)`` as gathers:
+    torch_xla 2.9 has no lowering of ``grid_sampler_2d`` (it ran on the host, ``aten::grid_sampler_2d``,
+    for every cached crop and every step of ``--affine``). Each output pixel is the four input pixels
+    around its source point, weighted bilinearly; border padding clamps the source point into the image."""
+    n, c, h, w = x.shape
+    out_h, out_w = grid.shape[1:3]
+    # align_corners=False: -1 and 1 are the outer edges of the corner pixels
+    gx = ((grid[..., 0] + 1) * w - 1).div(2).clamp(0, w - 1)
+    gy = ((grid[..., 1] + 1) * h - 1).div(2).clamp(0, h - 1)
+    x0, y0 = gx.floor(), gy.floor()
+    wx, wy = (gx - x0).unsqueeze(1), (gy - y0).unsqueeze(1)
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    flat = x.reshape(n, c, h * w)
+
+    def at(yi, xi):
+        index = (yi * w + xi).reshape(n, 1, out_h * out_w).expand(n, c, out_h * out_w)
+        return flat.gather(2, index).reshape(n, c, out_h, out_w)
+
+    top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
+    bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
+    return top * (1 - wy) + bottom * wy
+
+
+_SAMPLE_ARGS = tuple(inspect.signature(F.grid_sample).parameters)
+
+
 class BatchLocalOps(TorchFunctionMode):
-    """Within it, ``F.batch_norm`` is ``batch_norm_ops`` and a grouped ``F.conv2d`` is ``depthwise_taps``
-    (one input channel per group, one output channel per group) or ``grouped_conv``; every other call, dense
-    convolutions among them, is the call itself. The model, its parameters and checkpoints are unchanged."""
+    """Within it, ``F.batch_norm`` is ``batch_norm_ops``, a grouped ``F.conv2d`` is ``depthwise_taps``
+    (one input channel per group, one output channel per group) or ``grouped_conv``, and the augmentations'
+    ``F.grid_sample`` (bilinear, border) is ``grid_sample_gather``; every other call, dense convolutions
+    among them, is the call itself. The model, its parameters and checkpoints are unchanged."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func is F.grid_sample:
+            a = {"mode": "bilinear", "padding_mode": "zeros", "align_corners": None,
+                 **dict(zip(_SAMPLE_ARGS, args)), **kwargs}
+            if (a["mode"], a["padding_mode"], a["align_corners"]) == ("bilinear", "border", False):
+                return grid_sample_gather(a["input"], a["grid"])
         if func is F.batch_norm:
             a = {**dict(zip(_BN_ARGS, args)), **kwargs}
             return batch_norm_ops(a.pop("input"), **a)

@@ -115,6 +115,16 @@ def topology() -> Topology:
                           "hosts": hosts, "devices_per_host": local, "batch_axis": DATA_AXIS})
 
 
+def replicated(t: torch.Tensor) -> torch.Tensor:
+    """``t`` marked replicated over every device of the mesh (its sharding as a step's outputs have it)."""
+    import numpy as np
+    import torch_xla.distributed.spmd as xs
+    import torch_xla.runtime as xr
+    n = xr.global_runtime_device_count()
+    xs.mark_sharding(t, xs.Mesh(np.arange(n), (n,), (DATA_AXIS,)), (None,) * t.dim())
+    return t
+
+
 class BatchSharding:
     """Every tensor of a batch split along dimension 0 over the mesh's ``data`` axis, replicated along the
     rest: torch_xla's ``ShardingSpec`` for the tensor's rank, which ``send_cpu_data_to_device`` (and so

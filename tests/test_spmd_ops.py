@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from petalnet.spmd_ops import BatchLocalOps, batch_norm_ops, depthwise_taps
+from petalnet.augment import AugmentConfig, geometric
+from petalnet.spmd_ops import BatchLocalOps, batch_norm_ops, depthwise_taps, grid_sample_gather
 
 D = torch.float64
 
@@ -80,3 +81,27 @@ def test_models_train_the_same_under_batch_local_ops(name):
     for (n, s), t in zip(model.state_dict().items(), other.state_dict().values()):
         assert torch.allclose(s.to(D), t.to(D), atol=1e-10), n
     assert any(g > 1 for g in grouped)   # the model has grouped convolutions for the mode to rewrite
+
+
+@settings(max_examples=25, deadline=None)
+@given(h=st.integers(1, 9), w=st.integers(1, 9), out=st.integers(1, 7), spread=st.floats(0.1, 3.0), seed=st.integers(0, 99))
+def test_grid_sample_gather_is_torchs_bilinear_border_sampling(h, w, out, spread, seed):
+    """The gathers equal torch's kernel in float64 for any grid, points outside the image (border
+    padding) and exactly on pixel centres included."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 2, h, w, generator=g, dtype=torch.float64)
+    grid = (torch.rand(3, out, out, 2, generator=g, dtype=torch.float64) * 2 - 1) * spread
+    grid[0, 0, 0] = torch.tensor([(2 * 0 + 1) / w - 1, (2 * 0 + 1) / h - 1], dtype=torch.float64)   # a centre
+    want = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    assert torch.allclose(grid_sample_gather(x, grid), want, rtol=1e-12, atol=1e-12)
+
+
+def test_augmentations_resample_the_same_under_batch_local_ops():
+    """Deotte's affine and the random resized crop (``augment.geometric``) give the same images under
+    ``BatchLocalOps`` as with torch's ``grid_sample``."""
+    x = torch.rand(4, 3, 20, 20, dtype=torch.float64) * 255
+    cfg = AugmentConfig(affine=1.0, rrc=0.4)
+    want = geometric(x, cfg, 16, torch.Generator().manual_seed(3))
+    with BatchLocalOps():
+        got = geometric(x, cfg, 16, torch.Generator().manual_seed(3))
+    assert got.shape == want.shape == (4, 3, 16, 16) and torch.allclose(got, want, rtol=1e-10, atol=1e-9)

@@ -4,8 +4,15 @@ of the TrainConfig fields in CONFIG_JSON, instrumented from outside the engine: 
 step and every validation, XLA's compile count and its ``aten::`` counters (operations that fell back to
 the CPU) are recorded, without a host sync of their own, with the wall and process CPU clocks. OUT_JSON
 gets those and the summary.
+
+Two keys of CONFIG_JSON are not TrainConfig's: ``resume`` (a run folder: continue it, as
+``petalnet train --resume`` does) and ``kill`` (``[signal name, n]``: this process sends itself the
+signal after its n-th training step, the event a test interrupts at; SIGKILL ends it there, SIGTERM
+is the Ctrl-C path, which saves the position inside the epoch).
 """
 import json
+import os
+import signal
 import sys
 import time
 
@@ -14,7 +21,9 @@ def main(config_path: str, out_path: str) -> None:
     from petalnet import engine, pace
     from petalnet.config import TrainConfig
     with open(config_path) as fh:
-        cfg = TrainConfig(**json.load(fh))
+        fields = json.load(fh)
+    resume, kill = fields.pop("resume", None), fields.pop("kill", None)
+    cfg = TrainConfig(**fields)
     xla = cfg.accelerator == "tpu"
     if xla:
         import torch_xla.debug.metrics as met
@@ -31,6 +40,8 @@ def main(config_path: str, out_path: str) -> None:
 
     def recorded_step(self, step):
         steps.append({"step": step, "t": time.perf_counter(), "cpu": time.process_time(), **probe()})
+        if kill and len(steps) == kill[1]:
+            os.kill(os.getpid(), getattr(signal, kill[0]))
         return after_step(self, step)
 
     def recorded_validate(*args, **kwargs):
@@ -39,7 +50,10 @@ def main(config_path: str, out_path: str) -> None:
         return row
 
     pace.Pace.after_step, engine.validate = recorded_step, recorded_validate
-    summary = engine.train(cfg)
+    try:
+        summary = engine.train(cfg, resume=resume)
+    except engine.Stop as e:
+        summary = {"stopped": str(e)}
     with open(out_path, "w") as fh:
         json.dump({"steps": steps, "validations": validations, "summary": summary}, fh, default=str)
 
