@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = lambda msg, *a, **k: print(f"petalnet: warning: {msg}", file=sys.stderr)
             return COMMANDS[args.command](args)
     except PetalnetError as e:
-        print(f"petalnet: error: {e}", file=sys.stderr)
+        from petalnet.data.mirror import named   # a remote file's local copy: the URL is what to name
+        print(f"petalnet: error: {named(str(e))}", file=sys.stderr)
         return 2 if isinstance(e, OptionError) else 1
     except OSError as e:   # permissions, full disk, missing folders: the OS names the file
         print(f"petalnet: error: {e}", file=sys.stderr)

@@ -32,6 +32,7 @@ from petalnet.budget import NoBudget, make_planner
 from petalnet.config import TrainConfig
 from petalnet.data.dataset import TFRecordImages
 from petalnet.data.discovery import DEFAULT_SIZE, discover, resampled_from
+from petalnet.data.streaming import open_records
 from petalnet.durations import duration
 from petalnet.ema import make_average, step_update
 from petalnet.errors import PetalnetError
@@ -214,11 +215,11 @@ def open_data(cfg: TrainConfig, device: torch.device, say=lambda line: None):
         raise PetalnetError(f"--train-on-val: {cfg.data} has no '{cfg.val_split}' split")
     decode = cfg.decode == "cpu"
     train_files = src.split(cfg.train_split) + (src.split(cfg.val_split) if cfg.train_on_val else [])
-    train_ds = TFRecordImages(train_files, image_size=src.image_size, labeled=True, decode=decode)
-    val_ds = (TFRecordImages(src.split(cfg.val_split), image_size=src.image_size, labeled=True, decode=decode)
-              if has_val and not cfg.train_on_val else None)
-    for ds in filter(None, (train_ds, val_ds)):   # the head's classes (--num-classes): names the first bad record
-        ds.check_labels(ds.metadata()[0], cfg.num_classes)
+    # data behind a URL is streamed (streaming.open_records); labels checked against the head's classes
+    # (--num-classes), naming the first bad record
+    opts = dict(image_size=src.image_size, labeled=True, decode=decode, num_classes=cfg.num_classes)
+    train_ds = open_records(train_files, **opts)
+    val_ds = open_records(src.split(cfg.val_split), **opts) if has_val and not cfg.train_on_val else None
     stored = src.image_size or TFRecordImages(train_ds.paths[:1]).load(0)[0].shape[-1]
     say(src.note or (resampled_from(src.root, stored, cfg.image_size) if cfg.image_size not in (None, stored) else ""))
     return train_ds, val_ds, stored

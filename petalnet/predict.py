@@ -312,18 +312,19 @@ def inference_split(data: str, split: str | None, default_split: str, *, image_s
     """(split name, dataset) to predict or evaluate: ``split``, else the only one, else ``default_split``.
     ``image_size`` picks the stored size (``discovery.discover``); without it, several stored sizes are
     chosen from by ``model_size`` (the size the model runs at). A size read instead of the one asked for
-    is one warning line."""
+    is one warning line. Remote files are read once each, in order, into local copies (``mirror``)."""
     import warnings
 
     from petalnet.data.dataset import TFRecordImages
     from petalnet.data.discovery import discover, resampled_from
+    from petalnet.data.mirror import local_copies
     src = discover(data, image_size, model_size)
     if src.note and image_size and src.image_size and model_size not in (None, image_size):
         src.note = resampled_from(src.root, src.image_size, image_size, src.stored_sizes, to=model_size)
     if src.note:
         warnings.warn(src.note, stacklevel=2)
     name = split or (next(iter(src.splits)) if len(src.splits) == 1 else default_split)
-    ds = TFRecordImages(src.split(name), image_size=src.image_size, labeled=labeled, skip_bad=skip_bad,
+    ds = TFRecordImages(local_copies(src.split(name)), image_size=src.image_size, labeled=labeled, skip_bad=skip_bad,
                         image_key=image_key, label_key=label_key, id_key=id_key)
     return name, ds
 

@@ -46,7 +46,7 @@ def _is_record(path: str) -> bool:
 
 
 def _records_in(folder: str) -> list[str]:
-    return [p for p in files.listdir(folder) if _is_record(p) and not files.isdir(p)]
+    return [p for p, folder in files.entries(folder) if _is_record(p) and not folder]
 
 
 def count_from_name(path: str) -> int | None:
@@ -107,15 +107,15 @@ def _discover(data, image_size: int | None, default_size: int | None) -> DataSou
         return _single(data, {files.basename(_parent(paths[0])): paths})
     if not files.exists(data):
         raise PetalnetError(f"{data}: no such file or folder")
-    entries = files.listdir(data)
-    size_dirs = {int(m.group(1)): e for e in entries if (m := SIZE_DIR.match(files.basename(e))) and files.isdir(e)}
+    entries = files.entries(data)
+    size_dirs = {int(m.group(1)): e for e, folder in entries if folder and (m := SIZE_DIR.match(files.basename(e)))}
     if size_dirs:
         return _pick_size_dir(data, size_dirs, image_size, default_size)
     m = SIZE_DIR.match(files.basename(data))
-    splits = {files.basename(e): recs for e in entries if files.isdir(e) and (recs := _records_in(e))}
+    splits = {files.basename(e): recs for e, folder in entries if folder and (recs := _records_in(e))}
     if splits:
         src = DataSource(data, None, "", _sorted_splits(splits))
-    elif recs := _records_in(data):
+    elif recs := [e for e, folder in entries if _is_record(e) and not folder]:
         src = DataSource(data, None, "", {files.basename(data): recs})
     else:
         raise PetalnetError(f"{data}: no .tfrec files here, in its split folders or in tfrecords-jpeg-SxS folders")

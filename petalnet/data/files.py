@@ -13,6 +13,7 @@ import re
 from petalnet.errors import DataError, PetalnetError
 
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
+_RECORD = re.compile(r"\.tfrec(ord)?$")
 
 
 def is_url(path: str) -> bool:
@@ -70,6 +71,18 @@ def listdir(path: str) -> list[str]:
         return sorted(fs.unstrip_protocol(e) for e in fs.ls(p, detail=False))
     path = local_path(path)
     return sorted(os.path.join(path, e) for e in os.listdir(path))
+
+
+def entries(path: str) -> list[tuple[str, bool]]:
+    """(full path, is a folder) of the entries of a folder, sorted: one listing, no request per entry (an
+    HTTP ``isdir`` downloads the file to look for links in it)."""
+    if is_url(path):
+        fs, p = _fs(path)
+        found = [(fs.unstrip_protocol(e["name"]), e.get("type")) for e in fs.ls(p, detail=True)]
+        # an HTTP index's links do not say which are folders: ask for those not named as record files
+        return sorted((name, kind == "directory" or (not _RECORD.search(name) and fs.isdir(name)))
+                      for name, kind in found)
+    return [(e, os.path.isdir(e)) for e in listdir(path)]
 
 
 def expand(pattern: str) -> list[str]:
@@ -139,6 +152,24 @@ class RandomAccessFile:
             self.close()
         except Exception:
             pass
+
+
+def read_range(path: str, start: int, end: int) -> bytes:
+    """Bytes ``start`` to ``end`` (clipped to the file's end) in one read: one range request for a URL."""
+    if is_url(path):
+        fs, p = _fs(path)
+        try:
+            return fs.cat_file(p, start, end)
+        except Exception as e:   # fsspec's backends raise OSError, aiohttp's ClientError, botocore's ...
+            raise DataError(path, f"cannot read bytes {start}-{end}: {e}", start) from None
+    try:
+        fd = os.open(local_path(path), os.O_RDONLY)
+    except OSError as e:
+        raise DataError(path, f"cannot open: {e.strerror or e}") from None
+    try:
+        return os.pread(fd, end - start, start)
+    finally:
+        os.close(fd)
 
 
 def open_write(path: str):

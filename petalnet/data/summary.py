@@ -7,11 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 from petalnet.classes import class_name
 from petalnet.data.dataset import TFRecordImages
 from petalnet.data.discovery import DataSource
+from petalnet.data.mirror import local_copies, named
 from petalnet.errors import DataError, PetalnetError
 
 
 def open_splits(src: DataSource, **kwargs) -> dict[str, TFRecordImages]:
-    return {name: TFRecordImages(paths, image_size=src.image_size, **kwargs) for name, paths in src.splits.items()}
+    """Each split's dataset; remote files are read once, in order, into local copies (``mirror``)."""
+    return {name: TFRecordImages(local_copies(paths), image_size=src.image_size, **kwargs)
+            for name, paths in src.splits.items()}
 
 
 def summarize(src: DataSource, datasets: dict[str, TFRecordImages]) -> dict:
@@ -146,7 +149,7 @@ def inspect(data, *, image_size: int | None = None, verify_all: bool = False, gr
         warnings.warn(src.note, stacklevel=2)
     datasets = open_splits(src, skip_bad=skip_bad, use_cache=not verify_all, **keys)
     summary = summarize(src, datasets)
-    problems = verify(datasets, skip_bad=skip_bad, progress=progress) if verify_all else []
+    problems = [named(p) for p in verify(datasets, skip_bad=skip_bad, progress=progress)] if verify_all else []
     if grid:
         name = next((n for n, d in datasets.items() if d.labeled), next(iter(datasets)))
         if augment:
