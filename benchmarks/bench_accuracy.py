@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -125,6 +126,34 @@ def main() -> None:
                   f"same labels for {rates['agree']:.1%}); val at the default margin "
                   f"{rates['val']['macro_f1']:.4f} / {rates['val']['accuracy']:.4f} (macro-F1 / accuracy; every "
                   f"image's views {rates['val, every image']['macro_f1']:.4f} / {rates['val, every image']['accuracy']:.4f})")
+    write_records(rows)
+
+
+def record_name(options: str) -> str:
+    """``default``, ``linear``, ``default-budget-5m``: the recipe, then the other options, as a file name."""
+    words = shlex.split(options)
+    recipe = words[words.index("--recipe") + 1] if "--recipe" in words[:-1] else "default"
+    rest = [w for i, w in enumerate(words) if w != "--recipe" and (i == 0 or words[i - 1] != "--recipe")]
+    return "-".join(filter(None, re.split(r"[^a-z0-9]+", " ".join([recipe, *rest]).lower())))
+
+
+def write_records(rows: list[dict]) -> None:
+    """benchmarks/records/accuracy-*.json per finished run; predict-*.json for the default's predict pass."""
+    from record import record
+    for r in rows:
+        if "error" in r:
+            continue
+        name = record_name(r["options"])
+        record(f"accuracy-{name}", f"Accuracy: {r['label']} (`{'petalnet train ' + r['options']}`), petals-mini val".replace(" `)", "`)"),
+               round(r["val_macro_f1"], 4), "macro-F1", detail=f"accuracy {r['val_accuracy']:.4f}, {r['epochs']} "
+               f"epochs, {r['minutes']:.1f} min wall")
+        rates = r.get("predict_images_per_second")
+        if rates:
+            record(f"predict-{name}", f"Predict, {r['label']}'s best.pt, petals-mini test (its TTA for the unsure "
+                   "images, `--precision auto`; loading and preparing counted)", round(rates["auto"]), "img/s",
+                   detail=f"{rates['32']:.0f} img/s `--precision 32`; {rates['auto, every image']:.0f} img/s with "
+                          f"the views of every image (`--tta-margin 1`), same labels for {rates['agree']:.1%}; val "
+                          f"{rates['val']['macro_f1']:.4f} / {rates['val']['accuracy']:.4f} macro-F1 / accuracy")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,14 @@ def main() -> None:
     med = {k: statistics.median(r["img_s"] for r in v) for k, v in runs.items()}
     print(f"glibc default {med['glibc default']:.1f} img/s, keep_freed_memory {med['keep_freed_memory']:.1f} img/s, "
           f"ratio {med['keep_freed_memory'] / med['glibc default']:.3f} (medians of {args.repeats})")
+    from record import record
+    faults = {k: statistics.median(r["faults_per_step"] for r in v) for k, v in runs.items()}
+    record("allocator-keep-freed-memory", f"CPU speed-up: glibc allocator setting (`accel.keep_freed_memory`), bare "
+           f"loop on the prepared frozen {args.model}", round(med["keep_freed_memory"], 1), "img/s",
+           peer=round(med["glibc default"], 1), peer_label="glibc default",
+           ratio=round(med["keep_freed_memory"] / med["glibc default"], 3),
+           detail=f"medians of {args.repeats}; page faults per step (medians) {faults['keep_freed_memory']:.0f} vs "
+                  f"{faults['glibc default']:.0f}")
 
 
 if __name__ == "__main__":

@@ -108,7 +108,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print("| --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['what']} | {r['full_img_s']:.0f} | {r['reduced_img_s']:.0f} | {r['speedup']:.2f} |")
+    write_records(rows, args.size)
     return rows
+
+
+def write_records(rows: list[dict], size: int) -> None:
+    """benchmarks/records/decode-*.json: per loader, the reduced-scale decode against the full one."""
+    from record import record
+    for kind in dict.fromkeys(r["what"].split(" x")[0] for r in rows):
+        alone, prep = (next((r for r in rows if r["what"].startswith(kind + " ") and (p in r["what"])), None)
+                       for p in ("loader only", "DevicePreprocess"))
+        if alone is None:
+            continue
+        record(f"decode-{alone['device']}-{size}-{kind}", f"Input, 512 px records -> {size} px, {alone['threads']} "
+               f"{kind}: reduced-scale decode against a full decode", round(alone["reduced_img_s"]), "img/s",
+               peer=round(alone["full_img_s"]), peer_label="full decode", ratio=round(alone["speedup"], 2),
+               detail=f"with the resize on {prep['device']}: {prep['full_img_s']:.0f} -> {prep['reduced_img_s']:.0f} "
+                      f"({prep['speedup']:.2f}x)" if prep else "")
 
 
 if __name__ == "__main__":

@@ -219,6 +219,7 @@ def accuracy(args, dry: bool, clock: Clock, add, device_name: str) -> None:
     sizes = (32, 48) if dry else (224, 331)
     # the finetune recipe trains every layer for 12 epochs: at 331 px ~2.2x the pixels of 224
     need = {"finetune": 60, "default": 40} if not dry else {"finetune": 5, "default": 5}
+    done = {}
     for size in sizes:
         data = convert(args.data, size, args.work)
         for recipe in ("finetune", "default"):
@@ -247,6 +248,22 @@ def accuracy(args, dry: bool, clock: Clock, add, device_name: str) -> None:
             add(row)
             print(f"  {recipe} at {size} px: val macro-F1 {row['val_macro_f1']:.4f}, accuracy "
                   f"{row['val_accuracy']:.4f}, {minutes:.1f} min", flush=True)
+            done[recipe, size] = row
+    write_accuracy_records(done, device_name, chosen, dry)
+
+
+def write_accuracy_records(done: dict, device_name: str, chosen: str, dry: bool) -> None:
+    """benchmarks/records/gpu-accuracy-SIZE.json: finetune against default at each size both ran (not dry runs)."""
+    from record import record
+    for size in sorted({s for _, s in done}):
+        f, d = done.get(("finetune", size)), done.get(("default", size))
+        if dry or not (f and d):
+            continue
+        record(f"gpu-accuracy-{size}", f"GPU accuracy, petals-mini val at {size} px ({f['model']} ImageNet): "
+               "`--recipe finetune` against `--recipe default`, val macro-F1", round(f["val_macro_f1"], 4), "",
+               peer=round(d["val_macro_f1"], 4), peer_label="default", detail=f"accuracy {f['val_accuracy']:.4f} in "
+               f"{f['minutes']:.1f} min vs {d['val_accuracy']:.4f} in {d['minutes']:.1f} min; `--recipe auto` on "
+               f"{device_name} picks `{chosen}`")
 
 
 def _count_lines(path: str) -> int:

@@ -78,6 +78,10 @@ def main() -> None:
     peer = peer_rate(args.peer, args.data, args.batch, args.passes) if args.peer else None
     if peer:
         print(f"petalnet {ours:.0f} img/s ({best_w}), tf.data {peer:.0f} img/s, ratio {ours / peer:.2f}")
+        from record import record
+        record("input-vs-tfdata", f"Input pipeline vs tf.data (read, CRC, decode, flip into uint8 batches of "
+               f"{args.batch}, {args.data}, petalnet's best: {best_w})", round(ours), "img/s", peer=round(peer),
+               peer_label="tf.data", ratio=round(ours / peer, 2))
     else:
         print(f"petalnet {ours:.0f} img/s ({best_w}); tf.data not run "
               "(pass --peer PYTHON_WITH_TF, e.g. a venv with tensorflow-cpu)")

@@ -100,6 +100,11 @@ def main() -> None:
     print("\n| what | peak RSS, main process | peak RSS, process tree | seconds |\n| --- | --- | --- | --- |")
     for label, r in rows:
         print(f"| {label} | {r['main_mib']:.0f} MiB | {r['tree_mib']:.0f} MiB | {r['seconds']:.0f} |")
+    from record import record
+    names = ("memory-input-1x", "memory-input-10x", "memory-train-linear", "memory-train-default", "memory-predict")
+    for name, (label, r) in zip(names, rows):
+        record(name, f"Memory: {label}", round(r["main_mib"]), "MiB peak RSS (main process)",
+               detail=f"process tree {r['tree_mib']:.0f} MiB, {r['seconds']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,25 @@ def main() -> None:
         print(f"{name}: {r:.0f} img/s")
     print(f"bf16 against float32 on val (the run's TTA): {(fp32.argmax(1) != bf16.argmax(1)).sum()} of {len(fp32)} "
           f"labels differ, probabilities by up to {abs(fp32 - bf16).max():.3f}")
+    write_records(dict(rows), p, len(ds), args.batch, int((fp32.argmax(1) != bf16.argmax(1)).sum()), len(fp32),
+                  float(abs(fp32 - bf16).max()))
+
+
+def write_records(rates: dict, p, images: int, batch: int, differ: int, val: int, most: float) -> None:
+    """benchmarks/records/predict-cpu-*.json."""
+    from record import record
+    setting = f"{p.model_name} {p.image_size} px, petals-mini test ({images} images), batch {batch}, no TTA"
+    bf16, fp32 = rates["bf16, prepared for the CPU, preparation counted"], rates["fp32, prepared for the CPU"]
+    record("predict-cpu-prepared", f"CPU predict, prepared model ({setting}): `--precision bf16` against `32`",
+           round(bf16), "img/s", peer=round(fp32), peer_label="`--precision 32`", ratio=round(bf16 / fp32, 2),
+           detail=f"preparation counted; {rates['bf16, prepared for the CPU, steady state']:.0f} steady")
+    record("predict-cpu-other", f"CPU predict, other paths ({setting})",
+           round(rates["onnxruntime (petalnet export)"]), "img/s (onnxruntime)",
+           detail=f"eager bf16 autocast {rates['bf16 autocast, eager model (before)']:.0f} img/s")
+    record("predict-cpu-bf16-labels", f"CPU predict, bf16 against float32 labels ({p.model_name}, petals-mini val, "
+           "the run's TTA)", differ, f"of {val} labels differ", detail=f"probabilities by up to {most:.3f}")
+    record("predict-cpu-command", "CPU predict, the whole `petalnet predict` command (process start to CSV written)",
+           round(rates["`petalnet predict` command, start to end"]), "img/s")
 
 
 if __name__ == "__main__":

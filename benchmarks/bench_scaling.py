@@ -58,6 +58,11 @@ def main() -> None:
     print("\n| " + " | ".join(keys) + " |\n|" + " --- |" * len(keys))
     for r in rows:
         print("| " + " | ".join(f"{r[k]:.0f}" for k in keys) + " |")
+    from record import record
+    record("scaling-image-size", f"Scaling with image size ({' / '.join(str(r['size']) for r in rows)} px): "
+           "`linear` training, no cache, 1 worker, at the largest", round(rows[-1]["train 1 worker"]), "img/s",
+           detail="input, 2 threads: " + " / ".join(f"{r['input 2 threads']:.0f}" for r in rows) + " img/s; train: "
+                  + " / ".join(f"{r['train 1 worker']:.0f}" for r in rows) + " img/s")
 
 
 if __name__ == "__main__":

@@ -101,6 +101,33 @@ def petalnet_loop(args, loader_kind: str = "default") -> float:
     return result["steady_images_per_second"]
 
 
+def write_records(args, device, precision, loader, ours, bare, others, bare_prepared, peak) -> None:
+    """benchmarks/records/train-*.json: this configuration's ratio (and, on a prepared CPU backbone, the loop's own
+    overhead and the prepared copy's speed-up)."""
+    from record import record
+    name = f"train-{device.type}-{args.model}-{'all' if args.fine_tune else 'head'}" + \
+        (f"-compile{'' if args.compile_mode == 'default' else '-' + args.compile_mode}" if args.compile else "") + \
+        ("-decode-gpu" if args.decode == "gpu" else "")
+    o, b = statistics.median(ours), statistics.median(bare)
+    setting = (f"{args.model} {args.image_size} px, batch {args.batch}, {precision}, "
+               f"{'every layer' if args.fine_tune else 'head only'}" + (", compiled" if args.compile else "")
+               + (", nvJPEG decode" if args.decode == "gpu" else ""))
+    detail = "; ".join([f"medians of {args.repeats}"]
+                       + [f"`--loader {k}` {statistics.median(v):.0f} ({statistics.median(v) / b:.3f})"
+                          for k, v in others.items()]
+                       + [f"peak GPU memory {k} {v:.0f} MiB" for k, v in peak.items()])
+    record(name, f"Training loop vs a bare PyTorch loop ({setting}, {loader} loader)", round(o, 1), "img/s",
+           peer=round(b, 1), peer_label="bare loop", ratio=round(o / b, 3), detail=detail)
+    if bare_prepared:
+        bp = statistics.median(bare_prepared)
+        record(name + "-overhead", f"Training loop's own overhead ({setting}): against a bare loop on the same "
+               "prepared frozen backbone", round(o, 1), "img/s", peer=round(bp, 1), peer_label="bare, prepared",
+               ratio=round(o / bp, 3))
+        record(name + "-prepared", f"CPU speed-up: the frozen backbone run from its prepared copy ({setting}, "
+               "bare loops)", round(bp, 1), "img/s", peer=round(b, 1), peer_label="eager under autocast",
+               ratio=round(bp / b, 3))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=DEFAULT_DATA)
@@ -169,6 +196,7 @@ def main() -> None:
         bp = statistics.median(bare_prepared)
         print(f"loop overhead: the bare loop on petalnet's prepared frozen backbone {bp:.1f} img/s, "
               f"petalnet / that {o / bp:.3f}")
+    write_records(args, device, precision, kinds[0], ours, bare, others, bare_prepared, peak)
     if args.json:
         row = {"model": args.model, "image_size": args.image_size, "batch": args.batch, "precision": precision,
                "compile": args.compile and args.compile_mode, "decode": args.decode, "fine_tune": args.fine_tune,
