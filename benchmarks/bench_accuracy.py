@@ -59,7 +59,7 @@ def predict_rate(run: str, data: str) -> dict:
     32``, and auto with the TTA views run for every image (``--tta-margin 1``); ``agree``: the share of labels
     the default margin gives that every image's views give too."""
     from petalnet.data.dataset import open_split
-    from petalnet.config import TTA_MARGIN
+    from petalnet.options import TTA_MARGIN
     from petalnet.predict import evaluation, load_predictor, predict_dataset
     ds = open_split(data, "test")
     rates, labels = {}, {}

@@ -1,7 +1,7 @@
 """petalnet: flower-species classifiers from the "Petals to the Metal" TFRecords, on any accelerator.
 
-Notebook API (``petalnet.api``): ``petalnet.train(data, out, recipe="default", **overrides)`` -> ``Run``,
-``petalnet.load(run_dir)``, ``EarlyStopping``, ``CSVLogger``, ``TensorBoardLogger``. Loaded on first use,
+Notebook API (``petalnet.api``): ``petalnet.train(data, out, **overrides)`` -> ``Run`` (as ``petalnet
+train``: recipe ``auto``; ``resume=True``), ``petalnet.load(run_dir)`` (``.resume()``), ``EarlyStopping``, ``CSVLogger``, ``TensorBoardLogger``. Loaded on first use,
 so ``import petalnet`` (and the CLI's ``--help``) imports no torch.
 """
 __version__ = "0.1.0"

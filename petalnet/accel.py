@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from petalnet import augment
-from petalnet.config import PRECISIONS
+from petalnet.options import PRECISIONS, TRAIN_PRECISIONS
 from petalnet.errors import OptionError, PetalnetError
 from petalnet.parallel import Topology
 
@@ -61,7 +61,7 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     """'auto': bf16 autocast where the hardware runs it fast (recent GPUs, CPUs with AVX512-BF16/AMX), else 32."""
     if precision != "auto":
         if precision not in PRECISIONS:
-            raise PetalnetError(f"--precision {precision}: choose auto, 32, bf16-mixed or 16-mixed")
+            raise PetalnetError(f"--precision {precision}: choose {', '.join(TRAIN_PRECISIONS)}")
         return PRECISIONS[precision]
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     if gpu:

@@ -1,15 +1,17 @@
 """The Python API, for notebooks (Kaggle, Jupyter), as Keras and timm users expect:
 
     import petalnet
-    run = petalnet.train("petals", "runs/lite0", recipe="default", epochs=3)   # -> Run
+    run = petalnet.train("petals", "runs/lite0", epochs=3)   # -> Run; the recipe for the hardware found
     run.history, run.summary                    # one dict per epoch; summary.json
     run.evaluate("petals", split="val")         # {"accuracy", "macro_f1", ...}
     run.predict("petals", split="test", output="submission.csv")
     run = petalnet.load("runs/lite0")           # a finished (or stopped) run folder
+    run = run.resume()                          # a stopped or killed one continued (or train(..., resume=True))
 
-``petalnet.train`` takes the same options as ``petalnet train`` (TrainConfig's field names) with the
-same defaults for the same recipe (``recipes.recipe_config``; ``recipe="auto"`` picks by hardware), and
-``callbacks``: objects with ``on_epoch_end(row, history)`` (or plain callables of the same two
+``petalnet.train`` is ``petalnet train`` (both are ``run_training``): the same options (TrainConfig's field
+names), the same default recipe (``auto``: by the hardware found) and defaults, the same resume. A stop
+(Ctrl-C or a kernel interrupt: the engine saves the position) returns the ``Run`` of what was finished,
+says so, and sets ``Run.stopped``. ``callbacks``: objects with ``on_epoch_end(row, history)`` (or plain callables of the same two
 arguments) that the engine calls after each epoch's writes; one returning True stops training there
 (``EarlyStopping``). ``CSVLogger`` and ``TensorBoardLogger`` (when tensorboard is installed) log each
 epoch's row. The training engine (``petalnet.engine``) is imported when ``train`` is called.
@@ -19,10 +21,12 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 
 from petalnet.callbacks import CSVLogger, EarlyStopping, TensorBoardLogger
-from petalnet.config import TTA_MARGIN
-from petalnet.errors import PetalnetError
+from petalnet.commands import EvaluateOptions, PredictOptions, TrainCommand
+from petalnet.errors import OptionError, PetalnetError
+from petalnet.options import AUTO, PRECISIONS, TTA_MARGIN, flag_of
 
 __all__ = ["train", "load", "Run", "EarlyStopping", "CSVLogger", "TensorBoardLogger"]
 
@@ -61,11 +65,19 @@ class Run:
         if not os.path.isfile(config):
             raise PetalnetError(f"{self.path}: not a petalnet run folder (no config.json)")
         self.config = _read_json(config)
+        self.stopped: str | None = None   # why the training that returned this Run stopped early
 
     def __repr__(self) -> str:
         best = self.summary.get("best_val_macro_f1")
         return f"Run({self.path!r}, {len(self.history)} epoch(s)" + \
-            (f", best val macro-F1 {best:.4f})" if best is not None else ")")
+            (f", best val macro-F1 {best:.4f}" if best is not None else "") + \
+            (f", stopped: {self.stopped})" if self.stopped else ")")
+
+    def resume(self, *, callbacks=(), quiet: bool | None = None, workers: int | None = None) -> "Run":
+        """Continue this run from its last checkpoint with the options it was started with, as ``petalnet
+        train --resume RUN_DIR`` (``quiet``, ``workers``: as there, the only ones it takes anew)."""
+        given = {k: v for k, v in (("quiet", quiet), ("workers", workers)) if v is not None}
+        return _finished(*run_training(None, given, resume=self.path, callbacks=callbacks)[1:])
 
     @property
     def history(self) -> list[dict]:
@@ -115,6 +127,8 @@ class Run:
         (metrics.json, confusion.png, examples.png). ``tta`` None: the run's own views; ``tta_margin``:
         as ``--tta-margin``."""
         from petalnet.evaluate import evaluate_labelled, evaluate_split
+        EvaluateOptions(model=self.path, data=data, split=split, tta=tta, precision=precision, out=out,
+                        batch_size=batch_size, device=device, image_size=image_size, tta_margin=tta_margin).check()
         predictor, name, ds, device = self._predictor_and_split(data, split, "val", None, device, image_size)
         kw = dict(data=str(self._data(data)), batch_size=batch_size, tta=tta, precision=precision, device=device,
                   tta_margin=tta_margin)
@@ -130,6 +144,8 @@ class Run:
         ``evaluate``. Returns ``{"ids", "labels", "probs", "output"}`` (labels and probabilities as numpy
         arrays)."""
         from petalnet.predict import predict_dataset, write_submission
+        PredictOptions(model=self.path, data=data, split=split, output=output, tta=tta, precision=precision,
+                       batch_size=batch_size, device=device, image_size=image_size, tta_margin=tta_margin).check()
         predictor, _, ds, device = self._predictor_and_split(data, split, "test", False, device, image_size)
         if output and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
             raise PetalnetError(f"{output}: folder {os.path.dirname(os.path.abspath(output))} does not exist")
@@ -146,13 +162,67 @@ def load(run_dir: str) -> Run:
     return Run(run_dir)
 
 
-def train(data, out, recipe: str = "default", *, callbacks=(), **overrides) -> Run:
-    """``petalnet.train(data, out, recipe="default", **overrides)`` -> ``api.Run``: ``petalnet train``'s
-    options as keywords (TrainConfig's names: ``epochs=3, force=True``), with the same defaults as the
-    CLI for the same recipe (``recipe="auto"``: by the hardware, as the CLI). ``callbacks``: ``petalnet.api``."""
-    from petalnet.engine import train as run_training
+def train(data, out, recipe: str = AUTO, *, resume: bool = False, callbacks=(), **overrides) -> Run:
+    """``petalnet.train(data, out, **overrides)`` -> ``api.Run``: ``petalnet train --data DATA --out OUT``'s
+    options as keywords (TrainConfig's names: ``epochs=3, force=True``), the same recipe (``auto``: the one
+    for the hardware found) and defaults. ``resume=True``: continue the run folder ``out`` as ``--resume``
+    (the same call again, or any subset of its options; a different value is refused). A stop returns the
+    Run of what was finished (``Run.stopped`` says why). ``callbacks``: ``petalnet.api``."""
+    given = {"data": data if isinstance(data, (list, tuple)) or data is None else str(data), "out": str(out),
+             **overrides}
+    return _finished(*run_training(recipe, given, resume=str(out) if resume else None, callbacks=callbacks,
+                                   say=functools.partial(print, flush=True))[1:])
+
+
+# a resumed run takes these anew (engine.train); the rest it keeps from its start
+RESUME_TAKES = ("quiet", "workers", "out", "force")
+
+
+def run_training(recipe: str | None, options: dict, *, resume: str | None = None, callbacks=(), say=None,
+                 started: float | None = None) -> tuple[dict | None, str, str | None]:
+    """What ``petalnet train`` and ``petalnet.train`` both do: the recipe's TrainConfig (``auto`` or None:
+    by the hardware, ``say``ing which) with ``options`` on top, trained into its ``out``, or the run
+    folder ``resume`` continued (``options`` there must agree with the run's own). Returns (the summary,
+    the run folder, None), or (None, the run folder, why) when a signal or an interrupt stopped it."""
+    from petalnet.engine import Stop, train as engine_train
     from petalnet.recipes import config_for
-    cfg = config_for(recipe, say=functools.partial(print, flush=True),
-                     data=data if isinstance(data, (list, tuple)) else str(data), out=str(out), **overrides)
-    run_training(cfg, callbacks=callbacks)
-    return Run(cfg.out)
+    TrainCommand(recipe=recipe or AUTO, resume=resume).check()
+    if resume:
+        _check_resume(resume, recipe, options)
+    cfg = config_for(recipe, say=None if resume else say, **options)
+    folder = resume or cfg.out
+    try:
+        return engine_train(cfg, resume=resume, callbacks=callbacks, started=started), folder, None
+    except Stop as e:
+        return None, folder, str(e)
+    except KeyboardInterrupt:
+        if not folder or not os.path.isfile(os.path.join(folder, "config.json")):
+            raise
+        return None, folder, "interrupted"
+
+
+def _check_resume(run_dir: str, recipe: str | None, options: dict) -> None:
+    """OptionError for an option given to a resumed run that differs from the one it was started with."""
+    import dataclasses
+
+    from petalnet.config import TrainConfig
+    saved = Run(run_dir).config
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    given = {**options, **({"recipe": recipe} if recipe not in (None, AUTO) else {})}
+    for name, value in given.items():
+        if name in RESUME_TAKES or value in (None, AUTO) or name not in fields:
+            continue
+        was = saved.get(name)
+        if value != was and not (name == "precision" and PRECISIONS.get(value) == was):
+            raise OptionError(f"{flag_of(fields[name])} {value}: {run_dir} continues with the options it was "
+                              f"started with ({was})")
+
+
+def _finished(path: str, stopped: str | None) -> Run:
+    """The Run of ``path``; a stopped training says so (and what was finished) and sets ``Run.stopped``."""
+    run = Run(path)
+    run.stopped = stopped
+    if stopped:
+        print(f"petalnet: {stopped}; {len(run.history)} epoch(s) finished in {path}; continue with "
+              f"petalnet.load({path!r}).resume()", file=sys.stderr, flush=True)
+    return run

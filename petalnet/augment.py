@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from timm.data.mixup import Mixup, cutmix_bbox_and_lam
 
+from petalnet.options import TTA_VIEWS   # test-time augmentation -> views averaged (tta_view: zoom: centre 87.5 %)
+
 
 @dataclasses.dataclass
 class AugmentConfig:
@@ -59,10 +61,6 @@ def view_choice(indices: torch.Tensor, epoch: int, seed: int, views: int) -> tor
     h = (indices.long() * 0x27D4EB2F + (epoch * 0x165667B1 + seed * 0x9E3779B1 + (1 << 32))) & 0xFFFFFFFF
     h = ((h ^ (h >> 15)) * 0x2C1B3C6D) & 0xFFFFFFFF
     return ((h ^ (h >> 13)) >> 3) % views
-
-
-# test-time augmentation -> views averaged; zoom: centre 87.5 %, resized back
-TTA_VIEWS = {"none": ("identity",), "flip": ("identity", "flip"), "full": ("identity", "flip", "zoom")}
 
 
 def step_generator(device: torch.device, seed: int, epoch: int, step: int, rank: int = 0) -> torch.Generator:

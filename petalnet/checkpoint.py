@@ -19,10 +19,9 @@ import numpy as np
 import torch
 
 from petalnet.atomic import atomic_path
-from petalnet.augment import TTA_VIEWS
 from petalnet.errors import PetalnetError
+from petalnet.options import TTA_MODES
 
-TTA_MODES = tuple(TTA_VIEWS)
 
 LEGACY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType,
                   # numpy 1.x wrote the same function under its old module name

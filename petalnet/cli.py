@@ -37,7 +37,8 @@ def cmd_inspect(args) -> int:
 def cmd_convert(args) -> int:
     from petalnet.data.convert import convert_any
     written = convert_any(args.image_dir, args.out, args.size, val_fraction=args.val_fraction, seed=args.seed,
-                          quality=args.quality, shard_size=args.shard_size, force=args.force, progress=_progress())
+                          quality=args.quality, shard_size=args.shard_size, force=args.force,
+                          progress=_progress())   # which checks every option (commands.ConvertOptions)
     for split, paths in written.items():
         print(f"{split}: {len(paths)} file(s) in {os.path.dirname(paths[0])}")
     return 0
@@ -72,49 +73,53 @@ def cmd_train(args) -> int:
     # a line before torch, timm and Fabric load (seconds on a busy machine): the run has started
     print(f"petalnet train: {'resuming ' + args.resume if args.resume else 'run folder ' + str(getattr(args, 'out', None))}",
           flush=True)
-    from petalnet.engine import Stop, train
-    cfg = _config_from_args(args, say=not args.resume)
-    try:
-        summary = train(cfg, resume=args.resume, started=started)
-    except Stop as e:
-        print(f"petalnet: {e}; continue with: petalnet train --resume {args.resume or cfg.out}", file=sys.stderr)
+    from petalnet.api import run_training   # the same as petalnet.train's
+    from petalnet.config import TrainConfig
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"recipe"}
+    summary, folder, stopped = run_training(args.recipe, {k: v for k, v in vars(args).items() if k in fields},
+                                            resume=args.resume, say=functools.partial(print, flush=True),
+                                            started=started)
+    if stopped:
+        print(f"petalnet: {stopped}; continue with: petalnet train --resume {folder}", file=sys.stderr)
         return 130
     if summary.get("global_rank", 0) == 0 and summary.get("best_val_macro_f1") is not None:
         print(f"best val macro-F1 {summary['best_val_macro_f1']:.4f} (accuracy {summary['best_val_accuracy']:.4f}) "
-              f"at epoch {summary['best_epoch']}; run folder: {args.resume or cfg.out}")
+              f"at epoch {summary['best_epoch']}; run folder: {folder}")
     return 0
 
 
 def cmd_schedule(args) -> int:
-    from petalnet.plots import plot_schedule
-    from petalnet.config import TrainConfig
+    from petalnet.config import SCHEDULE_FIELDS, ScheduleOptions, TrainConfig
+    o = ScheduleOptions.pick(vars(args)).check()
     from petalnet.optim import lr_schedule
-    from petalnet.schedules import check_options
-    check_options(args.epochs, args.steps_per_epoch, args.replicas)
-    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
-                      lr_start=args.lr_start, min_lr=args.min_lr, sustain_epochs=args.sustain_epochs,
-                      lr_decay=args.lr_decay)
-    schedule = lr_schedule(cfg, args.replicas)
-    for e in range(args.epochs + 1):
+    from petalnet.plots import plot_schedule
+    schedule = lr_schedule(TrainConfig(**{k: getattr(o, k) for k in SCHEDULE_FIELDS}), o.replicas)
+    for e in range(o.epochs + 1):
         print(f"epoch {e:>3}: lr {schedule(e):.3e}")
-    if args.plot:
-        plot_schedule(schedule, args.steps_per_epoch, args.plot)
-        print(f"plot: {args.plot}")
+    if o.plot:
+        plot_schedule(schedule, o.steps_per_epoch, o.plot)
+        print(f"plot: {o.plot}")
     return 0
 
 
+def _inference_options(args):
+    """predict's or evaluate's declarations (``commands.PredictOptions``, ``EvaluateOptions``)."""
+    from petalnet.commands import EvaluateOptions, PredictOptions
+    return PredictOptions if args.command == "predict" else EvaluateOptions
+
+
 def _predictors(args):
-    """The models named on the command line, on ``args.device`` (resolved: set to a torch.device)."""
-    from petalnet.predict import check_options, load_predictor, resolve_device
-    check_options(args.batch_size, getattr(args, "top_k", 5), args.ensemble_weights, 1 + len(args.ensemble or []),
-                  args.workers, args.tta_margin)
+    """The models named on the command line, on ``args.device`` (resolved: set to a torch.device), once
+    every option passed its declaration."""
+    _inference_options(args).pick(vars(args)).check()
+    from petalnet.predict import load_predictor, resolve_device
     args.device = resolve_device(args.device)
     return [load_predictor(m, args.device) for m in [args.model, *(args.ensemble or [])]]
 
 
 def _split(args, labeled: bool | None, predictors):
     from petalnet.predict import inference_split
-    return inference_split(args.data, args.split, args.default_split, image_size=args.image_size, labeled=labeled,
+    return inference_split(args.data, args.split, _inference_options(args).default_split, image_size=args.image_size, labeled=labeled,
                            skip_bad=args.skip_bad, image_key=args.image_key, label_key=args.label_key,
                            id_key=args.id_key, model_size=predictors[0].image_size)
 
@@ -159,11 +164,11 @@ def cmd_predict(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    from petalnet.commands import CompareOptions
+    CompareOptions.pick(vars(args)).check()
     from petalnet.compare import compare, format_table, train_models
     runs = list(args.runs)
     if args.train:
-        if not (args.models and args.data):
-            raise PetalnetError("compare --train needs --models NAME [NAME ...] and --data DATA")
         runs += train_models(_config_from_args(args, exclude=("model", "out")), args.models, args.out)
     rows = compare(runs, args.out, data=args.data, split=args.split, progress=_progress())
     print(format_table(rows))
@@ -172,6 +177,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from petalnet.commands import ReportOptions
+    ReportOptions.pick(vars(args)).check()
     from petalnet.evaluate import format_evaluation
     from petalnet.report import report_run
     page, evaluated = report_run(args.run, args.output or os.path.join(args.run, "report.html"), args.eval, args.data)
@@ -184,14 +191,14 @@ def cmd_report(args) -> int:
 def cmd_serve(args) -> int:
     from petalnet.serve.app import serve
     serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, max_batch=args.max_batch,
-          precision=args.precision)
+          precision=args.precision)   # which checks every option (commands.ServeOptions)
     return 0
 
 
 def cmd_export(args) -> int:
+    from petalnet.commands import ExportOptions
+    ExportOptions.pick(vars(args)).check()
     from petalnet.onnx_export import export_onnx
-    if args.format != "onnx":
-        raise PetalnetError(f"--format {args.format}: only onnx is supported")
     print(f"wrote {export_onnx(args.model, args.output)}")
     return 0
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 
+from petalnet.commands import DemoOptions
+
 
 def demo(out: str, *, image_size: int = 128, epochs: int = 3, seed: int = 0, force: bool = False,
          quiet: bool = False, workers: int | None = None) -> dict:
+    DemoOptions(out=out, image_size=image_size, epochs=epochs, seed=seed, force=force, quiet=quiet,
+                workers=workers).check()   # before the synthetic data is drawn
     from petalnet.atomic import write_json
     from petalnet.data.discovery import discover
     from petalnet.data.summary import format_summary, open_splits, sample_grid, summarize, verify

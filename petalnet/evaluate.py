@@ -9,7 +9,7 @@ import numpy as np
 
 from petalnet.atomic import write_json
 from petalnet.classes import CLASSES
-from petalnet.config import TTA_MARGIN
+from petalnet.options import TTA_MARGIN
 from petalnet.errors import PetalnetError
 from petalnet.predict import check_labels, evaluation, predict_dataset, tta_mode
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import torch
 
-from petalnet.augment import TTA_VIEWS
+from petalnet.options import TTA_MODES
 from petalnet.errors import PetalnetError
 
 
@@ -30,8 +30,8 @@ class OnnxModel:
         self.num_classes = int(meta["petalnet.num_classes"])
         self.model_name = meta.get("petalnet.model_name", "onnx")
         self.tta = meta.get("petalnet.tta", "none")   # files exported before the key: no views recorded
-        if self.tta not in TTA_VIEWS:
-            raise PetalnetError(f"{path}: metadata petalnet.tta is {self.tta!r}, not {', '.join(TTA_VIEWS)}")
+        if self.tta not in TTA_MODES:
+            raise PetalnetError(f"{path}: metadata petalnet.tta is {self.tta!r}, not {', '.join(TTA_MODES)}")
         self.input = self.session.get_inputs()[0].name
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

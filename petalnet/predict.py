@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import math
 import os
 
 import numpy as np
@@ -13,14 +12,16 @@ import torch.nn.functional as F
 from petalnet import checkpoint, metrics
 from petalnet.atomic import atomic_path
 from petalnet.accel import DevicePreprocess, cpu_supports_bf16, keep_freed_memory
-from petalnet.augment import TTA_VIEWS, tta_view
+from petalnet.augment import tta_view
 from petalnet.classes import CLASSES
+from petalnet.commands import InferenceOptions, check_weights
 from petalnet.data.images import MAX_PIXELS  # serve imports it from here
 from petalnet.data.loader import create_loader
-from petalnet.config import TTA_MARGIN, at_least, check_number
 from petalnet.errors import OptionError, PetalnetError
 from petalnet.inference import CPUInferenceModel
 from petalnet.models import create_model
+from petalnet.options import INFERENCE_PRECISIONS, PRECISIONS, TTA_MARGIN, TTA_MODES, TTA_VIEWS
+
 
 def tta_mode(tta: bool | str | None, predictors: list[Predictor] | None = None) -> str:
     """None: what the (first) run was trained and validated with; True/False: 'full'/'none'."""
@@ -28,8 +29,8 @@ def tta_mode(tta: bool | str | None, predictors: list[Predictor] | None = None) 
         return predictors[0].tta if predictors else "none"
     if isinstance(tta, bool):
         return "full" if tta else "none"
-    if tta not in TTA_VIEWS:
-        raise PetalnetError(f"--tta {tta}: choose {', '.join(TTA_VIEWS)}")
+    if tta not in TTA_MODES:
+        raise OptionError(f"--tta {tta}: choose {', '.join(TTA_MODES)}")
     return tta
 
 
@@ -45,28 +46,6 @@ class Predictor:
     tta: str = "none"                 # the views the run was validated with: predict's default
     trained_bf16: bool = False        # trained under bf16 autocast: --precision auto runs it in bf16 where fast
     cpu_models: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # by bf16: see inference_model
-
-
-def check_weights(weights: list[float] | None, models: int) -> None:
-    """Ensemble weights: one finite non-negative number per model, not all zero (``nan 1`` once gave a
-    submission of all-0 labels)."""
-    if weights is None:
-        return
-    if len(weights) != models or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0
-                                         for v in weights) or sum(weights) <= 0:
-        given = " ".join(f"{v:g}" if isinstance(v, (int, float)) else repr(v) for v in weights)
-        raise OptionError(f"--ensemble-weights {given}: needs {models} finite non-negative number(s), one per "
-                          "model, not all zero")
-
-
-def check_options(batch_size: int = 64, top_k: int = 5, weights: list[float] | None = None, models: int = 1,
-                  workers: int | None = None, tta_margin: float = TTA_MARGIN) -> None:
-    """OptionError for predict/evaluate options out of range, before any model is loaded."""
-    check_number("--batch-size", batch_size, at_least(1), integer=True)
-    check_number("--top-k", top_k, at_least(1), integer=True)
-    check_number("--workers", workers, at_least(0), integer=True, optional=True)
-    check_number("--tta-margin", tta_margin, at_least(0))
-    check_weights(weights, models)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -100,10 +79,7 @@ def load_predictor(path: str, device: torch.device | None = None) -> Predictor:
     config = state.get("config")
     return Predictor(path, model, state["num_classes"], state["image_size"], tuple(state["mean"]), tuple(state["std"]),
                      state["model_name"], state.get("tta", "none"),
-                     trained_bf16=isinstance(config, dict) and config.get("precision") == "bf16-mixed")
-
-
-PRECISIONS = ("auto", "32", "bf16")
+                     trained_bf16=isinstance(config, dict) and config.get("precision") == PRECISIONS["bf16"])
 
 
 def inference_precision(precision: str, device: torch.device, predictors=()) -> str:
@@ -113,8 +89,8 @@ def inference_precision(precision: str, device: torch.device, predictors=()) -> 
     cache pass), and bf16 predicts it 1.9x as fast here (benchmarks/bench_accuracy.py); float32 (``32``)
     gives the labels of its ONNX export exactly. bf16 with an ONNX model (float32 in onnxruntime) is an
     OptionError."""
-    if precision not in PRECISIONS:
-        raise OptionError(f"--precision {precision}: choose {', '.join(PRECISIONS)}")
+    if precision not in INFERENCE_PRECISIONS:
+        raise OptionError(f"--precision {precision}: choose {', '.join(INFERENCE_PRECISIONS)}")
     from petalnet.onnx_model import OnnxModel
     if precision == "bf16" and any(isinstance(p.model, OnnxModel) for p in predictors):
         raise OptionError("--precision bf16: an ONNX model runs in float32 (onnxruntime); use auto or 32")
@@ -163,8 +139,8 @@ def predict_batches(predictors: list[Predictor], batches, *, tta: bool | str | N
     if len(classes) > 1:
         raise PetalnetError("ensemble members have different numbers of classes: "
                             + ", ".join(f"{p.name}: {p.num_classes}" for p in predictors))
-    check_weights(weights, len(predictors))
-    check_number("--tta-margin", tta_margin, at_least(0))
+    check_weights(weights, len(predictors))   # the library's callers too: the rules of the declarations
+    InferenceOptions.check_value("tta_margin", tta_margin)
     w = torch.tensor(weights or [1.0] * len(predictors), dtype=torch.float64)
     w = (w / w.sum()).tolist()
     precision = inference_precision(precision, device, predictors)

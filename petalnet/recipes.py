@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from petalnet.errors import PetalnetError
+from petalnet.errors import OptionError, PetalnetError
+from petalnet.options import AUTO, RECIPE_NAMES
 
 RECIPES: dict[str, dict] = {
     # The most accurate found for 20 minutes on 2 CPU cores (issue 17, benchmarks/RESULTS.md): ImageNet Lite0
@@ -42,13 +43,17 @@ RECIPES: dict[str, dict] = {
 }
 
 
+if tuple(RECIPES) != RECIPE_NAMES:   # the names are the options' vocabulary: --recipe's choices, the API's check
+    raise ImportError(f"petalnet.recipes: RECIPES names {tuple(RECIPES)}; options.RECIPE_NAMES says {RECIPE_NAMES}")
+
+
 def recipe_config(name: str, **overrides):
     """TrainConfig of recipe ``name`` with ``overrides`` (explicit options) on top. Saying how much of
     the backbone trains (``freeze_backbone``: --fine-tune / --freeze-backbone) replaces a recipe's
     partial fine-tune (``unfreeze_from``) unless that is given too."""
     from petalnet.config import TrainConfig
     if name not in RECIPES:
-        raise PetalnetError(f"--recipe {name}: choose one of {', '.join(RECIPES)}")
+        raise OptionError(f"--recipe {name}: choose one of {', '.join(RECIPES)}")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = set(overrides) - fields
     if unknown:
@@ -73,7 +78,7 @@ def config_for(recipe: str | None, say=print, **overrides):
     and ``petalnet.train`` both start here: the same defaults for the same recipe."""
     from petalnet.accel import device_type
     name, reason = resolve_recipe(recipe, device_type(overrides.get("accelerator", "auto")))
-    if recipe in (None, "auto") and say:
+    if recipe in (None, AUTO) and say:
         say(reason)
     return recipe_config(name, **overrides)
 
@@ -82,9 +87,9 @@ def resolve_recipe(name: str | None, device_type: str) -> tuple[str, str]:
     """(recipe name, reason to print) for ``--recipe NAME`` on a ``device_type`` device ('cpu', 'cuda',
     'tpu', 'mps'; Fabric's ``device.type``; 'gpu' is read as 'cuda'). ``auto`` (or None) picks from
     ``AUTO_RECIPES``; any other name is checked and kept."""
-    if name not in (None, "auto"):
+    if name not in (None, AUTO):
         if name not in RECIPES:
-            raise PetalnetError(f"--recipe {name}: choose auto or one of {', '.join(RECIPES)}")
+            raise OptionError(f"--recipe {name}: choose {AUTO} or one of {', '.join(RECIPES)}")
         return name, f"recipe {name} (as asked)"
     kind = {"gpu": "cuda", "xla": "tpu"}.get(device_type, device_type)
     if kind not in AUTO_RECIPES:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from petalnet.config import above, at_least, at_most, check_number
+from petalnet.options import above, at_least, at_most, check_number
 from petalnet.errors import PetalnetError
 
 SCHEDULES = ("competition", "cosine", "constant")
@@ -75,9 +75,3 @@ class Schedule:
         xs = [s / steps_per_epoch for s in range(self.epochs * steps_per_epoch + 1)]
         return xs, [self(x) for x in xs]
 
-
-def check_options(epochs: int, steps_per_epoch: int, replicas: int = 1) -> None:
-    """OptionError for ``petalnet schedule``'s own options (the schedule's values: ``Schedule``)."""
-    check_number("--epochs", epochs, at_least(1), integer=True)
-    check_number("--steps-per-epoch", steps_per_epoch, at_least(1), integer=True)
-    check_number("--replicas", replicas, at_least(1), integer=True)

@@ -2,6 +2,7 @@
 submission, callbacks at epoch end, and the README's API section run as written."""
 import csv
 import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -87,3 +88,122 @@ def test_readme_api_section_runs(flowers, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {})
     assert os.path.isfile("submission.csv") and len(open("submission.csv").read().splitlines()) == 1 + 90
+
+
+def test_the_api_and_the_cli_resolve_the_same_recipe(flowers, tmp_path, monkeypatch, capsys):
+    """``petalnet.train(data, out)`` and ``petalnet train --data --out`` on the same machine: the same config.
+    The machine is made a GPU one for the recipe choice, where ``auto`` is not the default recipe."""
+    import petalnet.accel
+    import petalnet.engine
+    from petalnet.cli import main
+    monkeypatch.setattr(petalnet.accel, "device_type", lambda accelerator="auto": "cuda")
+    seen = []
+
+    class Caught(Exception):
+        pass
+
+    def engine_train(cfg, resume=None, callbacks=(), started=None):
+        seen.append(dataclasses.asdict(cfg))
+        raise Caught
+    monkeypatch.setattr(petalnet.engine, "train", engine_train)
+    with pytest.raises(Caught):
+        petalnet.train(flowers, tmp_path / "o")
+    with pytest.raises(Caught):
+        main(["train", "--data", flowers, "--out", str(tmp_path / "o")])
+    api, cli = seen
+    assert api == cli and api["recipe"] == "finetune" and api["freeze_backbone"] is False
+    out = capsys.readouterr().out
+    assert out.count("recipe finetune: the one for a GPU") == 2
+
+
+RESUMED = dict(recipe="linear", model="resnet10t", pretrained=False, freeze_backbone=False, lr=3e-4, epochs=2,
+               image_size=32, batch_size=16, precision="32", deterministic=True, workers=0, seed=1, quiet=True)
+COMPARED = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1")
+
+
+def _history(run):
+    return [{k: row[k] for k in COMPARED} for row in petalnet.load(run).history]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    return synthetic_data(32, seed=0, root=str(tmp_path_factory.mktemp("syn32")))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(small, tmp_path_factory):
+    run = petalnet.train(small, tmp_path_factory.mktemp("ref") / "run", **RESUMED)
+    assert run.stopped is None and len(run.history) == 2
+    return _history(run.path)
+
+
+def _interrupt_after_first_epoch(row, history):
+    """As a notebook's interrupt would: SIGINT, after epoch 1's writes (the engine saves where it is)."""
+    import signal
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_stop_returns_the_run_and_resume_continues_it(small, tmp_path, uninterrupted, capsys):
+    import shutil
+
+    from petalnet.cli import main
+    run = petalnet.train(small, tmp_path / "run", callbacks=[_interrupt_after_first_epoch], **RESUMED)
+    assert isinstance(run, petalnet.Run) and "stopped by signal at epoch 2" in run.stopped
+    assert [h["epoch"] for h in run.history] == [1] and "stopped" in repr(run)
+    err = capsys.readouterr().err
+    assert f"1 epoch(s) finished in {run.path}; continue with petalnet.load({run.path!r}).resume()" in err
+    shutil.copytree(run.path, tmp_path / "copy")
+    resumed = run.resume()
+    assert resumed.stopped is None and _history(resumed.path) == uninterrupted
+    assert main(["train", "--resume", str(tmp_path / "copy"), "--quiet"]) == 0
+    assert _history(tmp_path / "copy") == uninterrupted
+
+
+def test_a_killed_run_resumes_to_the_same_history_from_the_api_and_the_cli(small, tmp_path, uninterrupted):
+    """A run killed (SIGKILL: nothing saved at the end) once its first epoch is written, resumed by
+    ``petalnet.train(..., resume=True)`` and by ``petalnet train --resume``: the uninterrupted history."""
+    import shutil
+
+    from petalnet.cli import main
+    code = ("import os, signal, sys, petalnet\n"
+            f"petalnet.train({small!r}, {str(tmp_path / 'run')!r}, **{RESUMED!r},\n"
+            "               callbacks=[lambda row, history: os.kill(os.getpid(), signal.SIGKILL)])\n")
+    killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": ROOT})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert len(_history(tmp_path / "run")) == 1 and not (tmp_path / "run" / "summary.json").exists()
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    run = petalnet.train(small, tmp_path / "run", resume=True, **RESUMED)   # the same call, resume=True
+    assert run.stopped is None and _history(run.path) == uninterrupted
+    assert main(["train", "--resume", str(tmp_path / "copy"), "--quiet"]) == 0
+    assert _history(tmp_path / "copy") == uninterrupted
+
+
+def test_a_resume_refuses_an_option_the_run_was_not_started_with(flowers, tmp_path, capsys):
+    from petalnet.cli import main
+    from petalnet.errors import OptionError
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"data": flowers, "epochs": 3, "precision": "32-true",
+                                                 "recipe": "linear"}))
+    for given, words in ((dict(epochs=5), "--epochs 5: "), (dict(recipe="tutorial"), "--recipe tutorial: "),
+                         (dict(precision="bf16-mixed"), "--precision bf16-mixed: ")):
+        with pytest.raises(OptionError, match=f"^{words}.* continues with the options it was started with"):
+            petalnet.train(flowers, run, resume=True, **given)
+    assert main(["train", "--resume", str(run), "--epochs", "5"]) == 2
+    assert capsys.readouterr().err.startswith("petalnet: error: --epochs 5: ")
+    assert sorted(os.listdir(run)) == ["config.json"]
+
+
+def test_run_evaluate_and_predict_check_their_options_before_loading(tmp_path):
+    from petalnet.errors import OptionError
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    r = petalnet.load(run)
+    with pytest.raises(OptionError, match="^--tta sideways: choose none, flip, full"):
+        r.evaluate("DATA", tta="sideways")
+    with pytest.raises(OptionError, match="^--batch-size 0: must be at least 1"):
+        r.predict("DATA", batch_size=0)
+    with pytest.raises(OptionError, match="^--precision 16: choose auto, 32, bf16"):
+        r.predict("DATA", precision="16")

@@ -15,7 +15,7 @@ from petalnet import metrics
 from petalnet.config import TrainConfig
 from petalnet.data.synthetic import synthetic_data
 from petalnet.errors import OptionError
-from petalnet.config import PRECISIONS
+from petalnet.options import PRECISIONS
 from petalnet.plan import xla_refusals
 from petalnet.recipes import recipe_config, resolve_recipe
 from petalnet.xla import PAD_LABEL, Padded

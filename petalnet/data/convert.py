@@ -12,8 +12,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from petalnet.classes import CLASSES, class_index
 from petalnet.data.images import check_pixels, to_rgb
 from petalnet.data.writer import LayoutWriter, jpeg_bytes, square
-from petalnet.config import MAX_IMAGE_SIZE, at_least, at_most, below, check_number
-from petalnet.errors import PetalnetError
+from petalnet.commands import DEFAULT_VAL_FRACTION, ConvertOptions
+from petalnet.errors import OptionError, PetalnetError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -62,9 +62,8 @@ def scan_tree(image_dir: str) -> list[tuple[str, int]]:
 
 
 def stratified_split(items: list[tuple[str, int]], val_fraction: float, seed: int):
-    """Deterministic per-class split: each class gives round(n * val_fraction) images to val."""
-    if not 0 <= val_fraction < 1:
-        raise PetalnetError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    """Deterministic per-class split: each class gives round(n * val_fraction) images to val (a fraction
+    in [0, 1): ``ConvertOptions``)."""
     by_class = defaultdict(list)
     for item in items:
         by_class[item[1]].append(item)
@@ -95,27 +94,22 @@ def _load(image_dir: str, relpath: str, size: int, quality: int) -> bytes:
         raise PetalnetError(f"{path}: cannot read image ({e})") from None
 
 
-def check_options(size: int, shard_size: int, quality: int = 95, val_fraction: float = 0.2, seed: int = 0) -> None:
-    """OptionError for a value out of range, before anything is read or written (``--size 100000`` was
-    killed by the kernel at 23 GB: each worker holds a size x size RGB image and its JPEG)."""
-    check_number("--size", size, at_least(8), at_most(MAX_IMAGE_SIZE), integer=True)
-    check_number("--shard-size", shard_size, at_least(1), integer=True)
-    check_number("--quality", quality, at_least(1), at_most(100), integer=True)
-    check_number("--val-fraction", val_fraction, at_least(0), below(1))
-    check_number("--seed", seed, at_least(0), integer=True)
+def convert(image_dir: str, out: str, size: int, *, workers: int | None = None, progress=None,
+            **options) -> dict[str, list[str]]:
+    """Write ``out/tfrecords-jpeg-SxS/{train,val}`` from a class-per-folder image tree; returns the files
+    written per split. ``options``: ``ConvertOptions``' val_fraction, seed, quality, shard_size, force."""
+    return _from_images(ConvertOptions(image_dir, out, size, **options).check(), workers, progress)
 
 
-def convert(image_dir: str, out: str, size: int, *, val_fraction: float = 0.2, seed: int = 0,
-            quality: int = 95, shard_size: int = 512, force: bool = False, workers: int | None = None,
-            progress=None) -> dict[str, list[str]]:
-    """Write ``out/tfrecords-jpeg-SxS/{train,val}``; returns the files written per split."""
-    check_options(size, shard_size, quality, val_fraction, seed)
+def _from_images(o: ConvertOptions, workers: int | None, progress) -> dict[str, list[str]]:
+    image_dir, size, quality = o.image_dir, o.size, o.quality
     items = scan_tree(image_dir)
-    train, val = stratified_split(items, val_fraction, seed)
+    train, val = stratified_split(items, DEFAULT_VAL_FRACTION if o.val_fraction is None else o.val_fraction,
+                                  o.seed)
     taken: set[str] = set()
     ids = {rel: image_id(rel, taken) for rel, _ in items}
     written = {}
-    with LayoutWriter(out, size, force) as layout, ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+    with LayoutWriter(o.out, size, o.force) as layout, ThreadPoolExecutor(workers or os.cpu_count()) as pool:
         for split, group in (("train", train), ("val", val)):
             if not group:
                 continue
@@ -123,19 +117,23 @@ def convert(image_dir: str, out: str, size: int, *, val_fraction: float = 0.2, s
             if progress:
                 jpegs = progress(jpegs, total=len(group), desc=split)
             records = [{"image": jpeg, "class": label, "id": ids[rel]} for (rel, label), jpeg in zip(group, jpegs)]
-            written[split] = layout.write(split, records, shard_size)
+            written[split] = layout.write(split, records, o.shard_size)
     return written
 
 
-def resize_records(data: str, out: str, size: int, *, quality: int = 95, shard_size: int = 512,
-                   force: bool = False, workers: int | None = None, progress=None) -> dict[str, list[str]]:
+def resize_records(data: str, out: str, size: int, *, workers: int | None = None, progress=None,
+                   **options) -> dict[str, list[str]]:
     """Re-encode competition TFRecords (any layout ``discover`` takes) at another ``size``, every split
-    with its ids and labels, into ``out/tfrecords-jpeg-SxS`` (e.g. 192 px data for a 331 px model)."""
-    from petalnet.data.dataset import TFRecordImages
+    with its ids and labels, into ``out/tfrecords-jpeg-SxS`` (e.g. 192 px data for a 331 px model).
+    ``options``: ``ConvertOptions``' quality, shard_size, force."""
     from petalnet.data.discovery import discover
+    o = ConvertOptions(data, out, size, **options).check()
+    return _from_records(o, discover(data), workers, progress)
 
-    check_options(size, shard_size, quality)
-    src = discover(data)
+
+def _from_records(o: ConvertOptions, src, workers: int | None, progress) -> dict[str, list[str]]:
+    from petalnet.data.dataset import TFRecordImages
+    size, quality = o.size, o.quality
 
     def load(ds: TFRecordImages, i: int) -> dict:
         img, feats = ds.load(i)
@@ -146,23 +144,29 @@ def resize_records(data: str, out: str, size: int, *, quality: int = 95, shard_s
         return rec
 
     written = {}
-    with LayoutWriter(out, size, force) as layout, ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+    with LayoutWriter(o.out, size, o.force) as layout, ThreadPoolExecutor(workers or os.cpu_count()) as pool:
         for split, paths in src.splits.items():
             ds = TFRecordImages(paths, image_size=src.image_size)
             records = pool.map(lambda i: load(ds, i), range(len(ds)))
             if progress:
                 records = progress(records, total=len(ds), desc=split)
-            written[split] = layout.write(split, list(records), shard_size)
+            written[split] = layout.write(split, list(records), o.shard_size)
     return written
 
 
-def convert_any(source: str, out: str, size: int, *, val_fraction: float = 0.2, seed: int = 0,
-                progress=None, **kw) -> dict[str, list[str]]:
+def convert_any(source: str, out: str, size: int, *, workers: int | None = None, progress=None,
+                **options) -> dict[str, list[str]]:
     """``petalnet convert``: TFRecords in (any layout ``discover`` takes) are re-encoded at ``size``
-    (``resize_records``); a class-per-folder image tree becomes TFRecords (``convert``)."""
+    (``resize_records``); a class-per-folder image tree becomes TFRecords (``convert``). ``options``:
+    ``ConvertOptions``', every one checked before anything is read; a --val-fraction for TFRecords (which
+    keep their splits) is refused."""
     from petalnet.data.discovery import discover
+    o = ConvertOptions(source, out, size, **options).check()
     try:
-        discover(source)
+        src = discover(source)
     except PetalnetError:
-        return convert(source, out, size, val_fraction=val_fraction, seed=seed, progress=progress, **kw)
-    return resize_records(source, out, size, progress=progress, **kw)
+        return _from_images(o, workers, progress)
+    if o.val_fraction is not None:
+        raise OptionError(f"--val-fraction {o.val_fraction}: {source} holds TFRecords, re-encoded split by split "
+                          f"({', '.join(src.splits)}); the fraction splits an image folder")
+    return _from_records(o, src, workers, progress)

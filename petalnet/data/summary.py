@@ -5,10 +5,12 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from petalnet.classes import class_name
+from petalnet.commands import InspectOptions
 from petalnet.data.dataset import TFRecordImages
 from petalnet.data.discovery import DataSource
 from petalnet.data.mirror import local_copies, named
 from petalnet.errors import DataError, PetalnetError
+from petalnet.options import augment_spec
 
 
 def open_splits(src: DataSource, **kwargs) -> dict[str, TFRecordImages]:
@@ -87,22 +89,9 @@ def sample_grid(ds: TFRecordImages, path: str, n: int = 24, title: str | None = 
 
 
 def parse_augment(spec: str):
-    """'affine=1,color=0.2' -> AugmentConfig; a clear error for unknown names or bad numbers."""
-    import dataclasses
-
+    """'affine=1,color=0.2' -> AugmentConfig; OptionError for unknown names or values train refuses."""
     from petalnet.augment import AugmentConfig
-    from petalnet.errors import PetalnetError
-    known = {f.name for f in dataclasses.fields(AugmentConfig)}
-    values = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        name, _, value = part.partition("=")
-        if name not in known:
-            raise PetalnetError(f"--augment {spec}: unknown '{name}' (known: {', '.join(sorted(known))})")
-        try:
-            values[name] = float(value) if value else 1.0
-        except ValueError:
-            raise PetalnetError(f"--augment {spec}: '{part}' needs a number") from None
-    return AugmentConfig(**values)
+    return AugmentConfig(**augment_spec(spec))
 
 
 def augment_grid(ds: TFRecordImages, path: str, aug, n: int = 6, copies: int = 3, seed: int = 0,
@@ -137,12 +126,12 @@ def inspect(data, *, image_size: int | None = None, verify_all: bool = False, gr
             augment: str | None = None, as_json: bool = False, skip_bad: bool = False, progress=None,
             **keys) -> tuple[str, bool]:
     """``petalnet inspect``: (the report, as text or JSON; whether verification found problems).
-    ``keys``: image_key, label_key, id_key."""
+    ``keys``: image_key, label_key, id_key. Every option is checked (``InspectOptions``) before any is used."""
     import json
 
     from petalnet.data.discovery import discover
-    if augment and not grid:
-        raise PetalnetError("--augment draws into the --grid FILE.png: give both")
+    InspectOptions(data=data, image_size=image_size, json=as_json, verify=verify_all, grid=grid, augment=augment,
+                   skip_bad=skip_bad, **keys).check()
     src = discover(data, image_size)
     if src.note:   # a size read instead of the one asked for: said, never silent
         import warnings

@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from petalnet.config import above, at_least, at_most, check_number
+from petalnet.commands import ServeOptions
 from petalnet.errors import PetalnetError
 from petalnet.predict import (MAX_PIXELS, Predictor, inference_model, inference_precision, load_photo,
                               predict_batches, top_entries)
@@ -225,19 +225,13 @@ def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_p
     return app
 
 
-def check_options(port: int, max_upload_mb: float, max_batch: int) -> None:
-    """OptionError for a value out of range, before the model is loaded."""
-    check_number("--port", port, at_least(1), at_most(65535), integer=True)
-    check_number("--max-upload-mb", max_upload_mb, above(0))
-    check_number("--max-batch", max_batch, at_least(1), integer=True)
-
-
 def serve(model_path: str, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20,
           max_batch: int = 16, **kwargs) -> None:
     import uvicorn
 
     from petalnet.predict import load_predictor
-    check_options(port, max_upload_mb, max_batch)
+    ServeOptions(model=model_path, host=host, port=port, max_upload_mb=max_upload_mb, max_batch=max_batch,
+                 **{k: v for k, v in kwargs.items() if k == "precision"}).check()   # before the model loads
     kwargs.update(max_bytes=int(max_upload_mb * 2 ** 20), max_batch=max_batch)
     predictor = load_predictor(model_path)
     print(f"petalnet: serving {model_path} on http://{host}:{port}/ (API schema at /openapi.json; one line "
