@@ -72,6 +72,13 @@ def cmd_train(args) -> int:
     # a line before torch, timm and Fabric load (seconds on a busy machine): the run has started
     print(f"petalnet train: {'resuming ' + args.resume if args.resume else 'run folder ' + str(getattr(args, 'out', None))}",
           flush=True)
+    if args.resume:   # what cannot apply to the resumed run is refused, not ignored
+        from petalnet.config import TrainConfig
+        from petalnet.rundir import check_resume_options
+        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+        if given.get("recipe") == "auto":   # --recipe's default: typed or not, nothing to apply
+            del given["recipe"]
+        check_resume_options(args.resume, given)
     from petalnet.engine import Stop, train
     cfg = _config_from_args(args, say=not args.resume)
     try:
@@ -184,7 +191,7 @@ def cmd_report(args) -> int:
 def cmd_serve(args) -> int:
     from petalnet.serve.app import serve
     serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, max_batch=args.max_batch,
-          precision=args.precision)
+          max_decode_mb=args.max_decode_mb, decode_threads=args.decode_threads, precision=args.precision)
     return 0
 
 

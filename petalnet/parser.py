@@ -208,6 +208,11 @@ def _add_serve(sub) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=20, help="largest upload accepted (default: 20)")
     p.add_argument("--max-batch", type=int, default=16, help="requests answered by one forward pass at most")
+    p.add_argument("--max-decode-mb", type=float, default=128,
+                   help="memory that decoding one uploaded image may take, in MiB; a larger one is refused with "
+                        "413 (default: 128; a JPEG is decoded at reduced scale where the model's size allows)")
+    p.add_argument("--decode-threads", type=int, default=2,
+                   help="images decoded at once (default: 2): decodes take at most this x --max-decode-mb")
     precision_arg(p)
     p.set_defaults(command="serve")
 
