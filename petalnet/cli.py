@@ -191,6 +191,7 @@ def cmd_report(args) -> int:
 def cmd_serve(args) -> int:
     from petalnet.serve.app import serve
     serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, max_batch=args.max_batch,
+          max_decode_mb=args.max_decode_mb, decode_threads=args.decode_threads,
           precision=args.precision)   # which checks every option (commands.ServeOptions)
     return 0
 

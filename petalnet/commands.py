@@ -205,6 +205,11 @@ class ServeOptions(Declared):
     max_upload_mb: float = option(20, "largest upload accepted", MAIN, type=float, rules=(above(0),))
     max_batch: int = option(16, "requests answered by one forward pass at most", MAIN, type=int,
                             rules=(at_least(1),))
+    max_decode_mb: float = option(128, "memory that decoding one uploaded image may take, in MiB; a larger one "
+                                  "is refused with 413 (a JPEG is decoded at reduced scale where the model's "
+                                  "size allows)", MAIN, type=float, rules=(above(0),))
+    decode_threads: int = option(2, "images decoded at once: decodes take at most this x --max-decode-mb", MAIN,
+                                 type=int, rules=(at_least(1),))
     precision: str = inference_precision()
 
 

@@ -7,7 +7,8 @@ import time
 from petalnet.atomic import write_json
 from petalnet.classes import CLASSES
 from petalnet.data.dataset import open_split
-from petalnet.errors import PetalnetError
+from petalnet.errors import OptionError, PetalnetError
+from petalnet.outputs import same_file
 from petalnet.predict import check_labels, evaluation, load_predictor, predict_dataset
 from petalnet.rundir import read_finished
 
@@ -19,6 +20,10 @@ def compare(runs: list[str], out: str, *, data: str | None = None, split: str = 
     if not runs:
         raise PetalnetError("compare needs run folders (or --train --models ...)")
     finished = [read_finished(run) for run in runs]   # every run folder checked before anything is written
+    for run in runs:   # its curves.png and report.html would be replaced
+        if same_file(out, run):
+            raise OptionError(f"--out {out} is the run folder {run}, one of those compared: writing there would "
+                              "replace its files; choose another --out")
     os.makedirs(out, exist_ok=True)
     rows, histories, per_class = [], {}, {}
     for run, (summary, history, config) in zip(runs, finished):

@@ -159,7 +159,7 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None =
     budget.start_run(lambda epochs: lr_schedule(dataclasses.replace(cfg, epochs=epochs), world), state.budget, spent)
     schedule = budget.schedule
     run_dir = RunDir(cfg.out, writer=top.writer)
-    run_dir.open()
+    run_dir.open(state.checkpoint_bytes())   # refused first when the disk cannot hold the checkpoints
     resolved = {"image_size": image_size, "data_image_size": data_size, "peak_lr": schedule.peak,
                 "warmup_epochs": schedule.rampup_epochs, "world_size": world, "global_batch": cfg.batch_size * world,
                 "weights": source, "mean": mean, "std": std, "train_images": len(train_ds),

@@ -10,6 +10,8 @@ def export_onnx(run: str, output: str, opset: int = 17) -> str:
     """Write ``output`` (dynamic batch); preprocessing constants and classes go into its metadata."""
     from petalnet.predict import load_predictor
     from petalnet.atomic import atomic_path
+    from petalnet.outputs import refuse_inputs, run_files
+    refuse_inputs("--output", output, run_files(run))
     with atomic_path(output, ".onnx") as tmp:
         p = load_predictor(run)
         model = p.model.float().to(memory_format=torch.contiguous_format).eval()

@@ -16,9 +16,11 @@ from petalnet.augment import tta_view
 from petalnet.classes import CLASSES
 from petalnet.commands import InferenceOptions, check_weights
 from petalnet.data.images import MAX_PIXELS  # serve imports it from here
+from petalnet.data.photo import load_photo  # predict PHOTO; serve and the tests import it from here
 from petalnet.data.loader import create_loader
 from petalnet.errors import OptionError, PetalnetError
 from petalnet.inference import CPUInferenceModel
+from petalnet.outputs import refuse_inputs, run_files, same_file
 from petalnet.models import create_model
 from petalnet.options import INFERENCE_PRECISIONS, PRECISIONS, TTA_MARGIN, TTA_MODES, TTA_VIEWS
 
@@ -227,39 +229,6 @@ def write_submission(path: str, ids: list[str], labels: np.ndarray) -> None:
         w.writerows(zip(ids, (int(v) for v in labels)))
 
 
-def load_photo(source, image_size: int, name: str | None = None, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """A path, file object or bytes of any common image format as a uint8 CHW square (EXIF orientation
-    applied, centre-cropped, resized). Raises PetalnetError naming ``name`` (or the path)."""
-    import io
-    import warnings
-
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    from petalnet.data.images import check_pixels, to_rgb
-    from petalnet.data.writer import square
-    name = name or str(source)
-    if isinstance(source, (bytes, bytearray)):
-        if not source:
-            raise PetalnetError(f"{name}: empty file")
-        source = io.BytesIO(source)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as img:
-                if (problem := check_pixels(img.width, img.height, max_pixels)) is not None:
-                    raise PetalnetError(f"{name}: {problem}")
-                img = square(to_rgb(ImageOps.exif_transpose(img)), image_size)
-    except FileNotFoundError:
-        raise PetalnetError(f"{name}: no such file") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise PetalnetError(f"{name}: image too large to decode safely ({e})") from None
-    except UnidentifiedImageError:
-        raise PetalnetError(f"{name}: not a readable image (not a format Pillow knows)") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise PetalnetError(f"{name}: not a readable image ({e})") from None
-    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()
-
-
 def top_entries(probs: torch.Tensor, k: int) -> list[tuple[int, str, float]]:
     values, idx = probs.topk(min(k, probs.shape[-1]))
     return [(int(i), CLASSES[int(i)] if int(i) < len(CLASSES) else str(int(i)), float(v)) for v, i in zip(values, idx)]
@@ -312,6 +281,11 @@ def submit(predictors, dataset, output: str, *, probs_path: str | None = None, *
     for path in filter(None, (output, probs_path)):
         if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise PetalnetError(f"{path}: folder {os.path.dirname(os.path.abspath(path))} does not exist")
+    inputs = [f for p in predictors for f in run_files(p.name)] + list(getattr(dataset, "paths", []))
+    refuse_inputs("--output", output, inputs)
+    refuse_inputs("--probs", probs_path, inputs)
+    if probs_path and same_file(probs_path, output):
+        raise OptionError(f"--probs {probs_path} is also --output: one would replace the other; choose another")
     _, ids = dataset.metadata()
     probs, _ = predict_dataset(predictors, dataset, **predict_kw)
     if probs_path:

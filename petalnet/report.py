@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import glob
 import html
 import json
 import os
@@ -93,9 +94,12 @@ def report_run(run_dir: str, path: str, eval_dir: str | None = None, data: str |
     """``petalnet report``: (the HTML page written, the evaluation when one was run for it). A run not
     yet evaluated is evaluated first on its data's val split (into RUN_DIR/eval-val), so the page has
     the confusion matrix and examples."""
+    from petalnet.outputs import refuse_inputs, run_files
     from petalnet.rundir import read_finished
     finished = read_finished(run_dir)   # an unfinished folder: one line before any evaluation
     eval_dir = eval_dir or os.path.join(run_dir, "eval-val")
+    read = [f for f in run_files(run_dir) if os.path.basename(f) != "report.html"]   # the page it replaces
+    refuse_inputs("--output", path, read + glob.glob(os.path.join(glob.escape(eval_dir), "*")))
     result = None
     if not os.path.isdir(eval_dir):
         data = data or finished[2].get("data")

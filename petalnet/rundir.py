@@ -26,11 +26,18 @@ import time
 from petalnet import checkpoint
 from petalnet.atomic import write_json, write_lines
 from petalnet.data import files
-from petalnet.errors import PetalnetError
+from petalnet.errors import OptionError, PetalnetError
 
-# what a run folder holds that petalnet wrote: --force removes these and nothing else
-WRITTEN = ("config.json", "history.jsonl", "summary.json", "checkpoints", "curves.png", "lr.png", "data.json",
-           "train_samples.png", "report.html", "eval-*")
+RUN_FORMAT = 1   # config.json's "format": the mark of a run folder petalnet wrote (see ``is_run_folder``)
+# the files petalnet writes in a run folder (train, demo, report, evaluate's default --out): --force
+# removes these (and the temporaries of a killed writer of them) and nothing else; then the folders
+# among them if that left them empty
+WRITTEN = ("config.json", "history.jsonl", "summary.json", "curves.png", "lr.png", "data.json", "train_samples.png",
+           "report.html", "checkpoints/best.pt", "checkpoints/last.pt",
+           *(f"eval-*/{name}" for name in ("metrics.json", "confusion.png", "per_class.png", "mistakes.png",
+                                           "examples.png")))
+# config.json of a run folder written before RUN_FORMAT: TrainConfig's fields, these among them
+_LEGACY_KEYS = {"data", "out", "model", "epochs", "seed", "resolved"}
 _TEMPORARY = re.compile(r".*\.\d+\.tmp(\.\w+)?$")   # atomic_path's files of a killed writer
 LOCK = ".petalnet.lock"   # held (flock) by the one process writing the folder; the kernel drops it at exit
 
@@ -106,16 +113,16 @@ class RunDir:
                 raise PetalnetError(f"--out {self.path} and the input {inp} overlap: --force would delete "
                                     "the input; choose another --out")
         if not is_run_folder(self.path):
-            raise PetalnetError(f"{self.path} is not a petalnet run folder (no config.json or checkpoints/): "
-                                "--force replaces only run folders; choose another --out")
-        for name in WRITTEN:
-            for found in glob.glob(os.path.join(glob.escape(self.path), name)):
-                shutil.rmtree(found) if os.path.isdir(found) else os.unlink(found)
+            raise PetalnetError(f"{self.path} is not a petalnet run folder (its config.json, if any, was not "
+                                "written by petalnet): --force replaces only run folders; choose another --out")
+        remove_written(self.path)
 
-    def open(self) -> None:
-        """Create the folders, and remove temporary files a killed writer left behind."""
+    def open(self, checkpoint_bytes: int = 0) -> None:
+        """Create the folders, and remove temporary files a killed writer left behind; first refuse a
+        disk that cannot hold the checkpoints (``check_space``)."""
         if not self.writer:
             return
+        check_space(self.path, checkpoint_bytes)
         os.makedirs(os.path.join(self.path, "checkpoints"), exist_ok=True)
         for folder in (self.path, os.path.join(self.path, "checkpoints")):
             for name in os.listdir(folder):
@@ -124,7 +131,8 @@ class RunDir:
 
     def write_config(self, cfg, resolved: dict) -> None:
         if self.writer:
-            write_json({**dataclasses.asdict(cfg), "resolved": resolved}, os.path.join(self.path, "config.json"))
+            write_json({"format": RUN_FORMAT, **dataclasses.asdict(cfg), "resolved": resolved},
+                       os.path.join(self.path, "config.json"))
 
     def end_epoch(self, state, improved: bool) -> None:
         """best.pt (when improved), history, then last.pt: the order that keeps them consistent (above)."""
@@ -152,7 +160,56 @@ class RunDir:
 
 
 def is_run_folder(path: str) -> bool:
-    return any(os.path.exists(os.path.join(path, name)) for name in ("config.json", "summary.json", "checkpoints"))
+    """Whether petalnet wrote ``path``: its config.json has ``"format"`` (RUN_FORMAT or later), or, written
+    before the format was recorded, the fields of a TrainConfig and its ``resolved`` section. Any other
+    config.json (or none) is someone else's folder."""
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as fh:
+            config = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(config, dict):
+        return False
+    if "format" in config:
+        return isinstance(config["format"], int) and config["format"] >= 1
+    return _LEGACY_KEYS <= config.keys() and isinstance(config["resolved"], dict)
+
+
+def remove_written(path: str) -> list[str]:
+    """Remove what petalnet wrote in the run folder ``path`` (WRITTEN, and temporaries of those files);
+    then the folders among them that this left empty. Returns what was removed, relative to ``path``."""
+    removed, folders = [], set()
+    for name in WRITTEN:
+        pattern = os.path.join(glob.escape(path), name)
+        for found in sorted(glob.glob(pattern) + [f for f in glob.glob(pattern + ".*.tmp*") if _TEMPORARY.match(f)]):
+            if os.path.isfile(found) or os.path.islink(found):
+                os.unlink(found)
+                removed.append(os.path.relpath(found, path))
+                folders.add(os.path.dirname(found))
+    for folder in folders:   # checkpoints/, eval-*/: one level below ``path``
+        if not os.path.samefile(folder, path) and not os.listdir(folder):
+            os.rmdir(folder)
+    return removed
+
+
+def check_space(path: str, checkpoint_bytes: int) -> None:
+    """Refuse, before training, a disk without room for the run's checkpoints: ``checkpoint_bytes``
+    (best.pt + last.pt, ``RunState.checkpoint_bytes``, from the model's parameters) once, and each
+    again while its new copy is written beside it (``atomic_path``), less what the checkpoints there now
+    hold (replaced as the run goes)."""
+    if checkpoint_bytes <= 0:
+        return
+    held = sum(os.path.getsize(f) for f in (os.path.join(path, "checkpoints", n) for n in ("best.pt", "last.pt"))
+               if os.path.isfile(f))
+    need = 2 * checkpoint_bytes - held
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return   # unknown: the writes say what fails
+    if need > free:
+        raise PetalnetError(f"{path}: the disk has {free:,} bytes free; this run's checkpoints need about "
+                            f"{need:,} (best.pt and last.pt of {checkpoint_bytes:,} bytes together, and a new "
+                            "copy beside each while it is written): free some space or choose another --out")
 
 
 def _local(path: str) -> str | None:
@@ -160,6 +217,8 @@ def _local(path: str) -> str | None:
     if files.is_url(path):
         return None
     path = files.local_path(path)
+    if os.path.exists(path):   # an existing path as typed, whatever characters it holds
+        return os.path.realpath(path)
     fixed = re.split(r"[*?\[]", path, maxsplit=1)[0]
     if fixed != path:
         fixed = os.path.dirname(fixed) or "."

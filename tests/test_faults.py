@@ -122,3 +122,133 @@ def test_a_run_with_a_corrupt_config_or_a_cut_history_line(tmp_path):
     (run / "history.jsonl").write_text('{"epoch": 1\n{"epoch": 2}\n')
     with pytest.raises(PetalnetError, match=r"history\.jsonl: line 1 is not a JSON record"):
         petalnet.load(str(run)).history
+
+
+# ---------------------------------------------------------------- issue 30, second part
+
+TINY = ["--epochs", "1", "--model", "resnet10t", "--no-pretrained", "--image-size", "32", "--precision", "32",
+        "--workers", "0", "--batch-size", "64", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(data, run): the synthetic flowers at 32 px and one epoch of resnet10t on them."""
+    root = tmp_path_factory.mktemp("faults")
+    data = synthetic_data(32, seed=0, root=str(root / "syn"))
+    assert main(["train", "--data", data, "--out", str(root / "run"), *TINY]) == 0
+    return data, str(root / "run")
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+def test_force_into_a_foreign_folder_with_a_config_and_checkpoints_is_refused(tmp_path, capsys):
+    """The issue's case: a config.json petalnet did not write, checkpoints/x.ckpt and notes.md."""
+    data = synthetic_data(32, seed=0, root=str(tmp_path / "syn"))
+    proj = tmp_path / "proj"
+    (proj / "checkpoints").mkdir(parents=True)
+    (proj / "config.json").write_text('{"model": "bert-base", "epochs": 3}')
+    (proj / "checkpoints" / "x.ckpt").write_bytes(b"weights")
+    (proj / "notes.md").write_text("mine")
+    before = _digests(proj)
+    assert main(["train", "--data", data, "--out", str(proj), "--force", *TINY]) == 1
+    assert f"{proj} is not a petalnet run folder" in _one_line(capsys)
+    assert _digests(proj) == before
+
+
+def test_force_on_a_run_folder_removes_only_what_petalnet_wrote(tmp_path):
+    from petalnet.rundir import RunDir
+    run = tmp_path / "run"
+    for name in ("checkpoints", "eval-val"):
+        (run / name).mkdir(parents=True)
+    written = ["config.json", "history.jsonl", "summary.json", "curves.png", "lr.png", "checkpoints/best.pt",
+               "checkpoints/last.pt", "checkpoints/last.pt.4242.tmp", "eval-val/metrics.json", "eval-val/confusion.png"]
+    for name in written:
+        (run / name).write_text("petalnet's")
+    (run / "config.json").write_text('{"format": 1}')
+    theirs = ["notes.md", "checkpoints/x.ckpt", "eval-val/mine.txt", "history.jsonl.bak"]
+    for name in theirs:
+        (run / name).write_text("theirs")
+    before = _digests(run)
+    RunDir(str(run)).prepare(True, [])
+    assert _digests(run) == {k: v for k, v in before.items() if k in theirs}
+
+
+@pytest.mark.parametrize("case", ["predict onto the checkpoint", "predict onto a data file", "predict onto config",
+                                  "probs onto the output", "export onto the checkpoint", "report onto config",
+                                  "compare into the run"])
+def test_no_command_writes_onto_its_own_input(tiny, tmp_path, capsys, case):
+    data, run = tiny
+    record = sorted(os.path.join(d, f) for d, _, fs in os.walk(data) for f in fs if "test" in d)[0]
+    best, config = os.path.join(run, "checkpoints", "best.pt"), os.path.join(run, "config.json")
+    argv = {"predict onto the checkpoint": ["predict", run, "--data", data, "--output", best],
+            "predict onto a data file": ["predict", run, "--data", data, "--output", record],
+            "predict onto config": ["predict", run, "--data", data, "--output", config],
+            "probs onto the output": ["predict", run, "--data", data, "--output", str(tmp_path / "s.csv"),
+                                      "--probs", str(tmp_path / "s.csv")],
+            "export onto the checkpoint": ["export", run, "--output", best],
+            "report onto config": ["report", run, "--output", config],
+            "compare into the run": ["compare", run, "--out", run]}[case]
+    before_run, before_data = _digests(run), _digests(data)
+    assert main(argv) == 2
+    line = _one_line(capsys)
+    assert any(w in line for w in ("one of this command's inputs", "one of those compared", "is also --output")), line
+    assert _digests(run) == before_run and _digests(data) == before_data and not os.listdir(tmp_path)
+
+
+def test_existing_paths_are_used_literally_whatever_characters_they_hold(tiny, tmp_path, capsys):
+    """Data and run folders named with glob and shell characters: read and written as typed."""
+    import shutil
+    data, _ = tiny
+    odd = tmp_path / "flowers [v1] *?"
+    shutil.copytree(data, odd)
+    out = tmp_path / "run [1] ü *"
+    assert main(["train", "--data", str(odd), "--out", str(out), *TINY]) == 0
+    assert (out / "checkpoints" / "best.pt").is_file() and not (tmp_path / "run").exists()
+    before = _digests(tmp_path)
+    assert main(["train", "--data", str(odd), "--out", str(out), *TINY]) == 1   # exists: refused, untouched
+    after = _digests(tmp_path)
+    lock = os.path.relpath(out / LOCK, tmp_path)   # the holder's PID and start time, rewritten by each writer
+    assert "already exists" in _one_line(capsys) and after.pop(lock) and before.pop(lock) and after == before
+
+
+def test_the_disk_too_small_for_the_checkpoints_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    import shutil
+    data = synthetic_data(32, seed=0, root=str(tmp_path / "syn"))
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1_000_000))
+    out = tmp_path / "run"
+    assert main(["train", "--data", data, "--out", str(out), *TINY]) == 1
+    line = _one_line(capsys)
+    assert line.startswith(f"petalnet: error: {out}: the disk has 1,000,000 bytes free; this run's checkpoints "
+                           "need about ") and "free some space" in line, line
+    assert not out.exists()   # nothing written: no config.json, no lock, no folder
+
+
+def test_an_unusable_home_does_not_stop_training(tiny, tmp_path):
+    """HOME names a file: no folder can be made under it, which is what a read-only home is even to root
+    (a missing one root just creates): train still writes the whole run folder (matplotlib's and torch's
+    caches go elsewhere)."""
+    data, _ = tiny
+    path = tmp_path / "home"
+    path.write_text("not a folder")
+    env = {**os.environ, "PYTHONPATH": ROOT, "HOME": str(path)}
+    env.pop("MPLCONFIGDIR", None)
+    done = subprocess.run([sys.executable, "-m", "petalnet", "train", "--data", data, "--out", str(tmp_path / "run"),
+                           *TINY], capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert {"config.json", "summary.json", "curves.png", "lr.png"} <= set(os.listdir(tmp_path / "run"))
+
+
+def test_options_given_to_resume_apply_exactly_or_are_refused(tiny, capsys):
+    data, run = tiny
+    before = _digests(run)
+    assert main(["train", "--resume", run, "--lr", "0.5", "--seed", "3", "--quiet"]) == 2
+    line = _one_line(capsys)
+    assert line.startswith("petalnet: error: --lr 0.5: ") and f"{run} continues with the options it was started with" in line
+    assert _digests(run) == before
+    # the options it was started with, typed again, and those a resumed run applies: accepted
+    assert main(["train", "--resume", run, "--data", data, "--epochs", "1", "--workers", "0", "--quiet"]) == 0

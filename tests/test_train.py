@@ -83,12 +83,20 @@ def test_existing_run_folder_is_not_overwritten(synthetic, tmp_path, capsys):
     assert main(args + ["--force", "--max-steps", "2"]) == 1
     assert "is not a petalnet run folder" in capsys.readouterr().err
     assert (run / "keep.txt").read_text() == "precious"
-    (run / "config.json").write_text("{}")   # now a run folder: replaced, the user's file kept
+    (run / "config.json").write_text("{}")   # a config.json petalnet did not write: still not a run folder
+    assert main(args + ["--force", "--max-steps", "2"]) == 1
+    assert "is not a petalnet run folder" in capsys.readouterr().err
+    # a run folder written before config.json had "format": its petalnet files replaced, the user's kept
+    (run / "config.json").write_text(json.dumps({"data": synthetic, "out": str(run), "model": "resnet10t",
+                                                 "epochs": 9, "seed": 0, "resolved": {}}))
     (run / "checkpoints").mkdir()
-    (run / "checkpoints" / "old.pt").write_bytes(b"old")
+    (run / "checkpoints" / "last.pt").write_bytes(b"old")
+    (run / "checkpoints" / "mine.pt").write_bytes(b"mine")
     assert main(args + ["--force", "--max-steps", "2"]) == 0
-    assert (run / "keep.txt").read_text() == "precious" and not (run / "checkpoints" / "old.pt").exists()
-    assert json.loads((run / "config.json").read_text())["epochs"] == 1
+    assert (run / "keep.txt").read_text() == "precious" and (run / "checkpoints" / "mine.pt").read_bytes() == b"mine"
+    assert (run / "checkpoints" / "last.pt").read_bytes() != b"old"
+    config = json.loads((run / "config.json").read_text())
+    assert config["epochs"] == 1 and config["format"] == 1
 
 
 @pytest.mark.parametrize("cached", [False, True])

@@ -102,7 +102,8 @@ def _discover(data, image_size: int | None, default_size: int | None) -> DataSou
         paths = [p for d in data for p in _expand_one(str(d))]
         return _single(", ".join(map(str, data)), {files.basename(_parent(paths[0])): paths})
     data = str(data)
-    if _glob.has_magic(data) or (files.exists(data) and not files.isdir(data)):
+    if (_glob.has_magic(data) and not files.exists(data)) or (files.exists(data) and not files.isdir(data)):
+        # an existing path is itself, whatever characters it holds; a glob only otherwise
         paths = _expand_one(data)
         return _single(data, {files.basename(_parent(paths[0])): paths})
     if not files.exists(data):

@@ -91,6 +91,8 @@ def expand(pattern: str) -> list[str]:
         fs, p = _fs(pattern)
         return sorted(fs.unstrip_protocol(m) for m in fs.glob(p) if fs.isfile(m))
     pattern = local_path(pattern)
+    if os.path.isfile(pattern):   # an existing file is itself, "[1]" or "*" in its name or not
+        return [pattern]
     if _glob.has_magic(pattern):
         return sorted(m for m in _glob.glob(pattern) if os.path.isfile(m))
     return [pattern] if os.path.isfile(pattern) else []

@@ -1,6 +1,6 @@
 """FastAPI app: the upload page, ``POST /api/predict``, ``GET /api/health``.
 
-Requests are decoded in worker threads and batched: a single task collects the images that arrive
+Requests are decoded in threads of their own, a few at a time (``serve.decode``), and batched: a single task collects the images that arrive
 within a few milliseconds (up to ``max_batch``) and runs them through the model together in a thread,
 so parallel requests share one forward pass and the event loop never waits on the model.
 """
@@ -20,8 +20,10 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from petalnet.commands import ServeOptions
 from petalnet.errors import PetalnetError
+from petalnet.data.photo import ImageTooLarge
 from petalnet.predict import (MAX_PIXELS, Predictor, inference_model, inference_precision, load_photo,
                               predict_batches, top_entries)
+from petalnet.serve.decode import DecodeGate
 
 PAGE = os.path.join(os.path.dirname(__file__), "page.html")
 ACCEPTED_TYPES = ("image/", "application/octet-stream")
@@ -164,30 +166,8 @@ def _add_guards(app: FastAPI, max_bytes: int) -> None:
                             (time.perf_counter() - t0) * 1000)
 
 
-def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_pixels: int = MAX_PIXELS,
-               max_batch: int = 16, top_k: int = 5, precision: str = "auto") -> FastAPI:
-    """``precision``: ``predict.inference_precision`` (auto: as predict)."""
-    inference_precision(precision, torch.device("cpu"), [predictor])   # a bad value fails here, not per request
-    batcher = Batcher(predictor, max_batch=max_batch, precision=precision)
-    name = os.path.basename(os.path.normpath(predictor.name))
-
-    @asynccontextmanager
-    async def lifespan(app):
-        # the model is prepared for the CPU (batch norm folded, bf16) before the first request, not in it
-        await asyncio.to_thread(inference_model, predictor, torch.device("cpu"), precision)
-        await batcher.start()
-        yield
-        await batcher.stop()
-
-    # no /docs or /redoc: FastAPI's pages load Swagger UI / ReDoc from a CDN, blank offline; the schema
-    # itself is served at /openapi.json (any OpenAPI viewer reads it)
-    app = FastAPI(title="petalnet", description="Names the flower species in a photo.", lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
-    app.state.batcher = batcher
-    app.add_middleware(BodyLimit, max_bytes=max_bytes + 64 * 1024)   # room for the form fields
-
-    _add_guards(app, max_bytes)
-
+def _add_pages(app: FastAPI, predictor: Predictor, name: str, decodes: DecodeGate) -> None:
+    """The upload page and /api/health, with HEAD for uptime checks."""
     @app.get("/", response_class=HTMLResponse)
     async def page():
         with open(PAGE, encoding="utf-8") as fh:
@@ -196,10 +176,43 @@ def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_p
     @app.get("/api/health")
     async def health():
         return {"status": "ok", "model": name, "model_name": predictor.model_name,
-                "classes": predictor.num_classes, "image_size": predictor.image_size}
+                "classes": predictor.num_classes, "image_size": predictor.image_size,
+                "decodes": {"running": decodes.running, "waiting": decodes.waiting, "threads": decodes.threads}}
 
-    for path, endpoint in (("/", page), ("/api/health", health)):   # HEAD for uptime checks, off the schema
+    for path, endpoint in (("/", page), ("/api/health", health)):   # HEAD off the schema
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+
+
+def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_pixels: int = MAX_PIXELS,
+               max_batch: int = 16, top_k: int = 5, precision: str = "auto", max_decode_mb: float = 128,
+               decode_threads: int = 2) -> FastAPI:
+    """``precision``: ``predict.inference_precision`` (auto: as predict). Decoding one image may take
+    ``max_decode_mb`` MiB; ``decode_threads`` images are decoded at once."""
+    inference_precision(precision, torch.device("cpu"), [predictor])   # a bad value fails here, not per request
+    batcher = Batcher(predictor, max_batch=max_batch, precision=precision)
+    decodes = DecodeGate(decode_threads)
+    name = os.path.basename(os.path.normpath(predictor.name))
+
+    @asynccontextmanager
+    async def lifespan(app):
+        # the model is prepared for the CPU (batch norm folded, bf16) before the first request, not in it
+        await asyncio.to_thread(inference_model, predictor, torch.device("cpu"), precision)
+        await batcher.start()
+        decodes.start()
+        yield
+        await batcher.stop()
+        decodes.stop()
+
+    # no /docs or /redoc: FastAPI's pages load Swagger UI / ReDoc from a CDN, blank offline; the schema
+    # itself is served at /openapi.json (any OpenAPI viewer reads it)
+    app = FastAPI(title="petalnet", description="Names the flower species in a photo.", lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    app.state.batcher, app.state.decodes = batcher, decodes
+    app.add_middleware(BodyLimit, max_bytes=max_bytes + 64 * 1024)   # room for the form fields
+
+    _add_guards(app, max_bytes)
+
+    _add_pages(app, predictor, name, decodes)
 
     @app.post("/api/predict")
     async def predict(file: UploadFile = File(..., description="the photo (JPEG, PNG, WebP, ...)")):
@@ -213,11 +226,12 @@ def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_p
         if not data:
             return _error(400, f"{file.filename or 'upload'}: empty file")
         try:
-            image = await asyncio.to_thread(load_photo, data, predictor.image_size, file.filename or "upload",
-                                            max_pixels)
+            image = await decodes.run(load_photo, data, predictor.image_size, file.filename or "upload",
+                                      max_pixels, int(max_decode_mb * 2 ** 20))
+        except ImageTooLarge as e:
+            return _error(413, f"{e} (--max-decode-mb {max_decode_mb:g})" if e.decode_limit else str(e))
         except PetalnetError as e:
-            status = 413 if "limit" in str(e) or "too large" in str(e) else 400
-            return _error(status, str(e))
+            return _error(400, str(e))
         probs = await batcher.predict(image)
         top = [{"label": c, "name": n, "probability": round(p, 6)} for c, n, p in top_entries(probs, top_k)]
         return {"top": top, "model": name, "ms": round((time.perf_counter() - t0) * 1000, 1)}
@@ -226,13 +240,15 @@ def create_app(predictor: Predictor, *, max_bytes: int = 20 * 1024 * 1024, max_p
 
 
 def serve(model_path: str, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20,
-          max_batch: int = 16, **kwargs) -> None:
+          max_batch: int = 16, max_decode_mb: float = 128, decode_threads: int = 2, **kwargs) -> None:
     import uvicorn
 
     from petalnet.predict import load_predictor
     ServeOptions(model=model_path, host=host, port=port, max_upload_mb=max_upload_mb, max_batch=max_batch,
+                 max_decode_mb=max_decode_mb, decode_threads=decode_threads,
                  **{k: v for k, v in kwargs.items() if k == "precision"}).check()   # before the model loads
-    kwargs.update(max_bytes=int(max_upload_mb * 2 ** 20), max_batch=max_batch)
+    kwargs.update(max_bytes=int(max_upload_mb * 2 ** 20), max_batch=max_batch, max_decode_mb=max_decode_mb,
+                  decode_threads=decode_threads)
     predictor = load_predictor(model_path)
     print(f"petalnet: serving {model_path} on http://{host}:{port}/ (API schema at /openapi.json; one line "
           "per request on stderr)", flush=True)
