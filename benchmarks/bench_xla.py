@@ -162,6 +162,15 @@ def main() -> None:
           f"{graphs['after_warm_up']} after it")
     print(f"  {result['compile_seconds']:.1f} s compiling; aten fallbacks: {result['fallbacks'] or 'none'}")
     print(f"ratio {ratio:.3f}")
+    from record import record
+    name = "xla-vs-bare" if args.devices == 1 else f"xla-{args.devices}-devices-vs-bare-spmd"
+    record(name, f"XLA on PJRT's {result['pjrt_device']} backend, {args.devices} device(s) ({args.model} "
+           f"{args.image_size} px, global batch {args.batch}): petalnet vs a bare torch_xla "
+           f"{'SPMD ' if args.devices > 1 else ''}loop, median step", round(petalnet_step * 1e3), "ms",
+           peer=round(bare_step * 1e3), peer_label=f"bare torch_xla {'SPMD ' if args.devices > 1 else ''}loop",
+           ratio=round(ratio, 3),
+           detail=f"{graphs['graphs_compiled']} graphs, {graphs['after_warm_up']} after warm-up; the bare loop under "
+                  f"petalnet's batch-local ops {ops_step * 1e3:.0f} ms (loop ratio {ops_step / petalnet_step:.3f})")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1)
