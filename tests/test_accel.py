@@ -76,7 +76,7 @@ def test_resolve_precision_explicit(given, want):
 
 def test_resolve_precision_rejects_unknown_names():
     for bad in ("64", "bf32", "fp16", ""):
-        with pytest.raises(PetalnetError, match=f"--precision {bad}: choose auto, 32, bf16-mixed or 16-mixed"):
+        with pytest.raises(PetalnetError, match=f"--precision {bad}: choose auto, 32, bf16-mixed, 16-mixed"):
             resolve_precision(bad, "cpu")
 
 

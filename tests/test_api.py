@@ -70,23 +70,25 @@ def test_import_stays_light_and_the_engine_module_still_imports():
     assert out == ["True", "True", "True"]
 
 
-def readme_api_code() -> str:
-    """The README's API section's python blocks, the notebook's shell lines (``!pip``) left out."""
-    with open(os.path.join(ROOT, "README.md")) as fh:
+def docs_api_code() -> str:
+    """The python blocks of the docs' API page's notebook section (docs/api.md), the notebook's shell
+    lines (``!pip``) left out."""
+    with open(os.path.join(ROOT, "docs", "api.md")) as fh:
         text = fh.read()
-    section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    section = text.split("## A Kaggle notebook", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(blocks) >= 3
     return "\n".join(line for b in blocks for line in b.splitlines() if not line.startswith("!"))
 
 
-def test_readme_api_section_runs(flowers, tmp_path, monkeypatch):
-    code = readme_api_code()
+def test_docs_api_notebook_runs(flowers, tmp_path, monkeypatch):
+    """The docs' notebook, cell by cell, on the synthetic flowers: it writes the submission."""
+    code = docs_api_code()
     assert re.search(r'^DATA = ".*"', code, re.M) and re.search(r"^OPTIONS = ", code, re.M)
     code = re.sub(r'^DATA = ".*"', f"DATA = {flowers!r}", code, flags=re.M)
     code = re.sub(r"^OPTIONS = .*", f"OPTIONS = dict(epochs=1, image_size=64, freeze_backbone=True, **{TINY!r})", code, flags=re.M)
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {})
+    exec(compile(code, "docs/api.md", "exec"), {})
     assert os.path.isfile("submission.csv") and len(open("submission.csv").read().splitlines()) == 1 + 90
 
 

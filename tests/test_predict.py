@@ -257,7 +257,8 @@ def test_compare_runs(run, other_run, tmp_path, capsys):
 def test_compare_trains_first(synthetic, tmp_path):
     out = tmp_path / "cmp"
     assert main(["compare", "--train", "--models", "tf_efficientnet_lite0", "resnet18", "--no-pretrained",
-                 "--data", synthetic, "--epochs", "1", "--out", str(out), "--quiet", "--workers", "0"]) == 0
+                 "--data", synthetic, "--epochs", "1", "--image-size", "64", "--out", str(out), "--quiet",
+                 "--workers", "0"]) == 0
     rows = json.loads((out / "compare.json").read_text())["runs"]
     assert [r["model"] for r in rows] == ["tf_efficientnet_lite0", "resnet18"]
     assert (out / "resnet18" / "checkpoints" / "best.pt").is_file()

@@ -193,7 +193,8 @@ def test_two_torchrun_nodes_on_loopback(synthetic, tmp_path):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                "--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", str(port),
                "-m", "petalnet", "train", "--data", synthetic, "--out", str(tmp_path / "run"), "--epochs", "1",
-               "--num-nodes", "2", "--accelerator", "cpu", "--precision", "32", "--quiet", "--workers", "0"]
+               "--num-nodes", "2", "--accelerator", "cpu", "--precision", "32", "--quiet", "--workers", "0",
+               "--recipe", "linear", "--image-size", "64"]   # about the launch: the cheapest recipe, the data's size
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     finals = []
     for p in procs:
