@@ -30,17 +30,15 @@ from petalnet.augment import TTA_VIEWS, loss_for, mixer, no_mixing
 from petalnet.batches import build_sources
 from petalnet.budget import NoBudget, make_planner
 from petalnet.config import TrainConfig
-from petalnet.data.dataset import TFRecordImages
-from petalnet.data.discovery import DEFAULT_SIZE, discover, resampled_from
-from petalnet.data.streaming import open_records
-from petalnet.durations import duration
+from petalnet.data.splits import open_splits
 from petalnet.ema import make_average, step_update
 from petalnet.errors import PetalnetError
 from petalnet.frozen import effective_freezing, freeze, set_backbone_frozen, train_mode
 from petalnet.models import create_model, normalization
 from petalnet.optim import build_optimizer, lr_schedule, set_lr
 from petalnet.parallel import Topology
-from petalnet.pace import Meter, Pace, Signals, epoch_bar, loss_dtype, say_over_bars, stage_progress, zeros_on
+from petalnet.pace import (Meter, Pace, Signals, epoch_bar, epoch_line, loss_dtype, say_over_bars, stage_progress,
+                           zeros_on)
 from petalnet.plan import Plan, compiled, make_plan, step_module
 from petalnet.rundir import RunDir, writing
 from petalnet.state import RunState
@@ -128,12 +126,10 @@ def resume_state(run_dir: str) -> tuple[TrainConfig, dict | None]:
 def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None = None, budget=None) -> Training:
     top = topology(fabric)
     say = _say if top.writer else (lambda line: None)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True)
-    if fabric.device.type == "cpu":
-        keep_freed_memory()   # else some runs page-fault every step's activations anew (a third of a step)
-    fabric.seed_everything(cfg.seed, verbose=False)
-    train_ds, val_ds, data_size = open_data(cfg, fabric.device, say)
+    _prepare_process(fabric, cfg)
+    train_ds, val_ds, data_size = open_splits(cfg.data, cfg.image_size, train_split=cfg.train_split,
+                                              val_split=cfg.val_split, train_on_val=cfg.train_on_val,
+                                              num_classes=cfg.num_classes, decode=cfg.decode == "cpu", say=say)
     image_size, world, shards = cfg.image_size or data_size, top.replicas, top.shards
     for ds in filter(None, (train_ds, val_ds)):   # JPEGs at most half as large as needed: reduced-scale decode
         ds.decode_size = image_size
@@ -188,6 +184,15 @@ def setup(fabric, cfg: TrainConfig, resume: dict | None, started: float | None =
                     resolved)
 
 
+def _prepare_process(fabric, cfg: TrainConfig) -> None:
+    """This process before anything random is drawn: --deterministic, the allocator, the seeds."""
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    if fabric.device.type == "cpu":
+        keep_freed_memory()   # else some runs page-fault every step's activations anew (a third of a step)
+    fabric.seed_everything(cfg.seed, verbose=False)
+
+
 def _size_budget(budget, fabric, top: Topology, cfg: TrainConfig, steps: int, val_images: int, state: RunState,
                  say) -> None:
     """The budget planner told the run's sizes: steps an epoch, this process's validation images, views, batch,
@@ -197,32 +202,6 @@ def _size_budget(budget, fabric, top: Topology, cfg: TrainConfig, steps: int, va
                      batch_images=cfg.batch_size * top.per_shard, write_bytes=state.checkpoint_bytes(),
                      say=say_over_bars if top.writer else say, margin=Pace.AGREE_EVERY if ranks else 1,
                      agree=(lambda n: fabric.broadcast(n, 0)) if ranks else (lambda n: n))
-
-
-def open_data(cfg: TrainConfig, device: torch.device, say=lambda line: None):
-    """(train dataset, val dataset or None, the stored image size read), labels checked against the head.
-    ``--image-size`` (or the recipe's) picks the stored size; another is read and resampled, and ``say``
-    is told so (``discovery.discover``)."""
-    src = discover(cfg.data, cfg.image_size, DEFAULT_SIZE)
-    if cfg.decode not in ("cpu", "gpu"):
-        raise PetalnetError(f"--decode {cfg.decode}: choose cpu or gpu")
-    if cfg.decode == "gpu" and device.type != "cuda":
-        raise PetalnetError(f"--decode gpu needs a CUDA device (this run is on {device.type})")
-    if cfg.tta not in TTA_VIEWS:
-        raise PetalnetError(f"--tta {cfg.tta}: choose {', '.join(TTA_VIEWS)}")
-    has_val = bool(cfg.val_split) and cfg.val_split in src.splits
-    if cfg.train_on_val and not has_val:
-        raise PetalnetError(f"--train-on-val: {cfg.data} has no '{cfg.val_split}' split")
-    decode = cfg.decode == "cpu"
-    train_files = src.split(cfg.train_split) + (src.split(cfg.val_split) if cfg.train_on_val else [])
-    # data behind a URL is streamed (streaming.open_records); labels checked against the head's classes
-    # (--num-classes), naming the first bad record
-    opts = dict(image_size=src.image_size, labeled=True, decode=decode, num_classes=cfg.num_classes)
-    train_ds = open_records(train_files, **opts)
-    val_ds = open_records(src.split(cfg.val_split), **opts) if has_val and not cfg.train_on_val else None
-    stored = src.image_size or TFRecordImages(train_ds.paths[:1]).load(0)[0].shape[-1]
-    say(src.note or (resampled_from(src.root, stored, cfg.image_size) if cfg.image_size not in (None, stored) else ""))
-    return train_ds, val_ds, stored
 
 
 def fit(t: Training) -> dict:
@@ -243,7 +222,7 @@ def fit(t: Training) -> dict:
                 t0 -= t.sources_seconds
             totals = meter.totals(fabric, state.partial, t0)
             if not math.isfinite(totals["loss"]):
-                raise PetalnetError(_nan_message(t.run_dir, epoch, step))
+                raise PetalnetError(t.run_dir.nan_message(epoch, step))
             if step < len(t.batches) and not pace.out_of_time:   # stopped inside the epoch: save the position
                 state.step, state.partial, state.budget = step, totals, t.budget.saved()
                 t.run_dir.save_last(state)
@@ -265,7 +244,7 @@ def fit(t: Training) -> dict:
             fabric.barrier()
             walls.append(time.perf_counter() - t0 - (t.sources_seconds if not walls else 0.0))
             left = (t.budget.epochs - epoch - 1) * sum(walls) / len(walls)
-            t.say(_epoch_line(row, t.budget.epochs, state.history, left))
+            t.say(epoch_line(row, t.budget.epochs, state.history, left))
             if epoch_end(t.callbacks, row, state.history) or pace.max_steps_reached:
                 break
     summary = summarize(t, pace)
@@ -361,26 +340,6 @@ def _unfreeze(t: Training) -> None:
     set_backbone_frozen(t.state.model, False)
     t.net, t.eval_net = t.state.model, t.state.validated()
     t.module = t.fabric.setup_module(compiled(t.plan, t.net))   # DDP registers the newly trainable parameters
-
-
-def _nan_message(run_dir: RunDir, epoch: int, step: int) -> str:
-    kept = f"the last good checkpoint is {run_dir.last}" if os.path.exists(run_dir.last) else "no checkpoint was written"
-    return f"training loss became NaN/inf at epoch {epoch + 1}, step {step}: stopped; {kept} (try a lower --lr)"
-
-
-def _epoch_line(row: dict, epochs: int, history: list[dict], left: float) -> str:
-    """The epoch's metrics; images/s of the run so far, the cache pass included (a cached epoch alone
-    runs on feature rows, thousands a second, which no image pipeline delivers); the time left."""
-    line = f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
-    if "val_macro_f1" in row:
-        line += (f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} "
-                 f"macro-F1 {row['val_macro_f1']:.4f}")
-    seconds = sum(h["seconds"] for h in history)
-    rate = sum(h["train_images_per_second"] * h["seconds"] for h in history) / max(seconds, 1e-9)
-    line += f" | lr {row['lr']:.2e} | {rate:.0f} img/s over the run so far | epoch {row['seconds']:.0f}s"
-    if "val_seconds" in row:
-        line += f" + val {row['val_seconds']:.0f}s"
-    return line + (f" | about {duration(left)} left" if row["epoch"] < epochs else "")
 
 
 def _say(line: str) -> None:

@@ -177,3 +177,18 @@ def say_over_bars(line: str) -> None:
     from tqdm.auto import tqdm
     tqdm.write(line)
     sys.stdout.flush()
+
+
+def epoch_line(row: dict, epochs: int, history: list[dict], left: float) -> str:
+    """The epoch's metrics; images/s of the run so far, the cache pass included (a cached epoch alone
+    runs on feature rows, thousands a second, which no image pipeline delivers); the time left."""
+    line = f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
+    if "val_macro_f1" in row:
+        line += (f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} "
+                 f"macro-F1 {row['val_macro_f1']:.4f}")
+    seconds = sum(h["seconds"] for h in history)
+    rate = sum(h["train_images_per_second"] * h["seconds"] for h in history) / max(seconds, 1e-9)
+    line += f" | lr {row['lr']:.2e} | {rate:.0f} img/s over the run so far | epoch {row['seconds']:.0f}s"
+    if "val_seconds" in row:
+        line += f" + val {row['val_seconds']:.0f}s"
+    return line + (f" | about {duration(left)} left" if row["epoch"] < epochs else "")

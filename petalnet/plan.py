@@ -77,6 +77,8 @@ def make_plan(cfg, device: torch.device, precision: str, shards: int, model: nn.
     on_xla, cpu = device.type == "xla", device.type == "cpu"
     if on_xla:
         xla_refusals(cfg, precision)
+    elif cfg.decode == "gpu" and device.type != "cuda":
+        raise OptionError(f"--decode gpu needs a CUDA device (this run is on {device.type})")
     # threads: no inter-process copy of each batch, JPEGs decoded straight into it (on a GPU into pinned,
     # reused buffers); on a CPU one thread by default, beside the model's threads. PJRT_DEVICE=CPU: the XLA
     # runtime's threads need the cores, one loader thread beside them; a TPU VM (96 vCPUs for 8 cores)

@@ -143,6 +143,11 @@ class RunDir:
         write_lines(state.history, os.path.join(self.path, "history.jsonl"))
         self.save_last(state)
 
+    def nan_message(self, epoch: int, step: int) -> str:
+        """The line a run that diverged at (0-based) ``epoch``, ``step`` ends with: what is kept, what to try."""
+        kept = f"the last good checkpoint is {self.last}" if os.path.exists(self.last) else "no checkpoint was written"
+        return f"training loss became NaN/inf at epoch {epoch + 1}, step {step}: stopped; {kept} (try a lower --lr)"
+
     def save_last(self, state) -> None:
         """``last.pt``: where the run is (at an epoch's end, or inside one when stopped)."""
         if self.writer:
