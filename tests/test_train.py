@@ -76,7 +76,8 @@ def test_existing_run_folder_is_not_overwritten(synthetic, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / "keep.txt").write_text("precious")
-    args = ["train", "--data", synthetic, "--out", str(run), "--epochs", "1", "--quiet", "--workers", "0"]
+    args = ["train", "--data", synthetic, "--out", str(run), "--epochs", "1", "--quiet", "--workers", "0",
+            "--recipe", "linear", "--image-size", "64"]
     assert main(args) == 1
     assert "already exists: pass --resume" in capsys.readouterr().err
     assert (run / "keep.txt").read_text() == "precious"

@@ -35,27 +35,64 @@ STEPS = 5
 LOSS_RTOL = 2e-3
 
 
-def _run(data, out, accelerator: str, tmp_path, devices: int = 1, returncode: int = 0, **extra) -> dict | None:
-    """One training in the XLA Python, on ``devices`` XLA CPU devices (SPMD) for ``accelerator`` tpu
-    (``extra``: TrainConfig fields, and xla_run.py's ``resume`` and ``kill``); its record, None when it
-    ended (as ``returncode`` expects) without writing one."""
+def _start(data, out, accelerator: str, tmp_path, devices: int = 1, returncode: int = 0, **extra):
+    """One training in the XLA Python, started, on ``devices`` XLA CPU devices (SPMD) for ``accelerator`` tpu
+    (``extra``: TrainConfig fields, and xla_run.py's ``resume`` and ``kill``); ``_wait`` for its record."""
     tag = f"{accelerator}-{devices}-{out.name}-{len(list(tmp_path.glob('*.json')))}"
     cfg_path, result = tmp_path / f"{tag}.json", tmp_path / f"{tag}-result.json"
     cfg_path.write_text(json.dumps({**RUN, **extra, "data": data, "out": str(out), "accelerator": accelerator}))
     env = {**os.environ, "PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": str(devices), "PYTHONPATH": ROOT}
-    done = subprocess.run([XLA_PYTHON, os.path.join(ROOT, "tests", "xla_run.py"), str(cfg_path), str(result)],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == returncode, done.stderr[-3000:]
+    log = open(tmp_path / f"{tag}.log", "w+")
+    proc = subprocess.Popen([XLA_PYTHON, os.path.join(ROOT, "tests", "xla_run.py"), str(cfg_path), str(result)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    return proc, log, result, returncode
+
+
+def _wait(started) -> dict | None:
+    """The record of a ``_start``ed run, None when it ended (as its ``returncode`` expects) without one."""
+    proc, log, result, returncode = started
+    proc.wait(timeout=900)
+    log.seek(0)
+    assert proc.returncode == returncode, log.read()[-3000:]
+    log.close()
     return json.loads(result.read_text()) if result.exists() else None
+
+
+def _run(*args, **kwargs) -> dict | None:
+    return _wait(_start(*args, **kwargs))
+
+
+RESUMED = dict(devices=8, batch_size=3)   # the resume test's run: the 8-device run of ``runs``
+
+
+def _recipe(name: str, **overrides) -> dict:
+    """TrainConfig fields of recipe ``name`` made small for the suite: lite0 from scratch at 64 px, 2 epochs
+    of the 120 images, batch 3 per device (what ``_start`` sets itself left out)."""
+    small = dict(pretrained=False, image_size=64, epochs=2, batch_size=3, train_split="val", val_split="val",
+                 tta="none", quiet=True, seed=0, precision="32")
+    fields = dataclasses.asdict(recipe_config(name, **{**small, **overrides}))
+    return {k: v for k, v in fields.items() if k not in ("out", "data", "accelerator", "devices")}
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The same run on XLA (PJRT CPU) and on the eager CPU path, from the same seed, with the XLA Python."""
+    """The trainings the tests below look at, started together (their compilations, single-threaded, share
+    the cores): the same run on XLA (PJRT CPU) and on the eager CPU path, from the same seed, with the XLA
+    Python; the XLA run on 8 devices through SPMD, batch 3 per device (the same global batch of 24, each
+    split 8 ways over the mesh); its first epoch in bf16; the default recipe and finetune on 8 devices
+    (finetune steps every layer: resnet10t's, as lite0's 8-device graph compiles for 2 minutes here); and
+    the first part of the resume test's run, on 8 devices, until its SIGTERM."""
     tmp = tmp_path_factory.mktemp("xla")
     data = synthetic_data(64, seed=0, root=str(tmp / "syn"))
-    return {"data": data, "xla_run": tmp / "xla-run", "cpu_run": tmp / "cpu-run",
-            "xla": _run(data, tmp / "xla-run", "tpu", tmp), "eager": _run(data, tmp / "cpu-run", "cpu", tmp)}
+    started = {"xla": _start(data, tmp / "xla-run", "tpu", tmp), "eager": _start(data, tmp / "cpu-run", "cpu", tmp),
+               "spmd": _start(data, tmp / "run8", "tpu", tmp, devices=8, batch_size=3),
+               "bf16": _start(data, tmp / "bf16", "tpu", tmp, precision="bf16-mixed", max_steps=STEPS),
+               "default": _start(data, tmp / "default", "tpu", tmp, devices=8, **_recipe("default")),
+               "finetune": _start(data, tmp / "finetune", "tpu", tmp, devices=8,
+                                  **_recipe("finetune", model="resnet10t")),
+               "stopped": _start(data, tmp / "resumed", "tpu", tmp, **RESUMED, kill=["SIGTERM", STEPS + 2])}
+    return {"data": data, "tmp": tmp, "xla_run": tmp / "xla-run", "cpu_run": tmp / "cpu-run",
+            **{name: _wait(run) for name, run in started.items()}}
 
 
 def _history(run) -> list[dict]:
@@ -104,16 +141,16 @@ def test_xla_losses_match_the_eager_cpu_path(runs):
 
 
 @needs_xla
-def test_xla_trains_in_bf16(runs, tmp_path):
+def test_xla_trains_in_bf16(runs):
     """--precision bf16-mixed on XLA: the step under XLA's bf16 autocast (its convolutions and matmuls in
     bf16, the TPU's type) compiles the same set of graphs as fp32, and the first epoch's losses stay within
     2 % of the fp32 run's (the same schedule, stopped after that epoch; bench_xla.py's two epochs: 0.3 %)."""
-    bf16 = _run(runs["data"], tmp_path / "run", "tpu", tmp_path, precision="bf16-mixed", max_steps=STEPS)
+    bf16 = runs["bf16"]
     assert bf16["summary"]["plan"]["precision"] == "bf16-mixed"
     steps, vals = bf16["steps"], bf16["validations"]
     assert steps[2]["compiles"] == steps[-1]["compiles"]
     assert vals[0]["compiles"] - steps[-1]["compiles"] <= 2
-    row, fp32 = _history(tmp_path / "run")[0], _history(runs["xla_run"])[0]
+    row, fp32 = _history(runs["tmp"] / "bf16")[0], _history(runs["xla_run"])[0]
     for key in ("train_loss", "val_loss"):
         assert row[key] == pytest.approx(fp32[key], rel=2e-2), key
 
@@ -136,11 +173,9 @@ def test_xla_checkpoint_predicts_on_cpu(runs, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def spmd(runs, tmp_path_factory):
-    """The XLA run of ``runs`` again on 8 XLA CPU devices through SPMD, batch 3 per device: the same global
-    batch of 24, each split 8 ways over the mesh."""
-    tmp = tmp_path_factory.mktemp("spmd")
-    return {"run": tmp / "run8", "result": _run(runs["data"], tmp / "run8", "tpu", tmp, devices=8, batch_size=3)}
+def spmd(runs):
+    """The XLA run of ``runs`` on 8 devices (batch 3 per device)."""
+    return {"run": runs["tmp"] / "run8", "result": runs["spmd"]}
 
 
 @needs_xla
@@ -166,30 +201,18 @@ def test_eight_devices_train_as_one(runs, spmd):
     assert [s["compiles"] for s in steps[STEPS:]] == [warm] * 2 * STEPS and [v["compiles"] for v in vals] == [warm] * 3
 
 
-def _recipe(name: str, **overrides) -> dict:
-    """TrainConfig fields of recipe ``name`` made small for the suite: lite0 from scratch at 64 px, 2 epochs
-    of the 120 images, batch 3 per device."""
-    small = dict(pretrained=False, image_size=64, epochs=2, batch_size=3, train_split="val", val_split="val",
-                 tta="none", quiet=True, seed=0, precision="32")
-    return dataclasses.asdict(recipe_config(name, **{**small, **overrides}))
-
-
 @needs_xla
 @pytest.mark.parametrize("recipe", ["default", "finetune"])
-def test_recipes_train_on_eight_devices(runs, tmp_path, recipe):
+def test_recipes_train_on_eight_devices(runs, recipe):
     """What ``--recipe auto`` picks on a TPU (``default``: the frozen bottom and 4 random-resized crops of
     every image cached on the devices, kept on the host, an EMA of the weights) and the strong notebooks'
     ``finetune`` (every layer, Deotte's random affine drawn per step) train on 8 devices: finite losses,
     the plan as asked, no host fallbacks, and no graph compiled in epoch 2's steps."""
     assert resolve_recipe("auto", "tpu")[0] == "default"
-    # finetune steps every layer: resnet10t's (lite0's 8-device graph compiles for 2 minutes on 2 cores)
-    fields = _recipe(recipe, **({"model": "resnet10t"} if recipe == "finetune" else {}))
-    for key in ("out", "data", "accelerator", "devices"):
-        fields.pop(key)
-    result = _run(runs["data"], tmp_path / "run", "tpu", tmp_path, devices=8, **fields)
-    rows = _history(tmp_path / "run")
+    fields, result, run = _recipe(recipe), runs[recipe], runs["tmp"] / recipe
+    rows = _history(run)
     assert len(rows) == 2 and all(math.isfinite(r[k]) for r in rows for k in ("train_loss", "val_loss"))
-    plan, resolved = result["summary"]["plan"], json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]
+    plan, resolved = result["summary"]["plan"], json.loads((run / "config.json").read_text())["resolved"]
     assert plan["device"] == "xla" and resolved["mesh"]["devices"] == 8
     if recipe == "default":
         assert resolved["cached_frozen_bottom"] and plan["cache_views"] == 4 and fields["ema"] == 0.995
@@ -206,9 +229,8 @@ def test_eight_devices_resume_exactly(runs, spmd, tmp_path):
     """Exact resume under SPMD on 8 devices: stopped by SIGTERM at step 2 of epoch 2 (the position inside
     the epoch saved), resumed and SIGKILLed at step 2 of epoch 3 (nothing saved since epoch 2's end),
     resumed again: the history of the uninterrupted 8-device run, and checkpoints of CPU tensors."""
-    run, common = tmp_path / "run", dict(devices=8, batch_size=3)
-    stopped = _run(runs["data"], run, "tpu", tmp_path, kill=["SIGTERM", STEPS + 2], **common)
-    assert "stopped by signal at epoch 2, step 2" in stopped["summary"]["stopped"]
+    run, common = runs["tmp"] / "resumed", RESUMED
+    assert "stopped by signal at epoch 2, step 2" in runs["stopped"]["summary"]["stopped"]
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=False)["step"] == 2
     _run(runs["data"], run, "tpu", tmp_path, returncode=-9, resume=str(run), kill=["SIGKILL", 3 + 2], **common)
     assert len(_history(run)) == 2
