@@ -115,13 +115,20 @@ def topology() -> Topology:
                           "hosts": hosts, "devices_per_host": local, "batch_axis": DATA_AXIS})
 
 
-def replicated(t: torch.Tensor) -> torch.Tensor:
-    """``t`` marked replicated over every device of the mesh (its sharding as a step's outputs have it)."""
+def data_mesh():
+    """The mesh over every XLA device, one ``data`` axis (torch_xla 2.9 cannot shard a 1-d tensor, the
+    labels, over one axis of an (n, 1) mesh)."""
     import numpy as np
     import torch_xla.distributed.spmd as xs
     import torch_xla.runtime as xr
     n = xr.global_runtime_device_count()
-    xs.mark_sharding(t, xs.Mesh(np.arange(n), (n,), (DATA_AXIS,)), (None,) * t.dim())
+    return xs.Mesh(np.arange(n), (n,), (DATA_AXIS,))
+
+
+def replicated(t: torch.Tensor) -> torch.Tensor:
+    """``t`` marked replicated over every device of the mesh (its sharding as a step's outputs have it)."""
+    import torch_xla.distributed.spmd as xs
+    xs.mark_sharding(t, data_mesh(), (None,) * t.dim())
     return t
 
 
@@ -132,12 +139,8 @@ class BatchSharding:
     global batch (``minibatch``)."""
 
     def __init__(self):
-        import numpy as np
-        import torch_xla.distributed.spmd as xs
         import torch_xla.runtime as xr
-        n = xr.global_runtime_device_count()
-        # one axis: torch_xla 2.9 cannot shard a 1-d tensor (labels) over one axis of an (n, 1) mesh
-        self.mesh = xs.Mesh(np.arange(n), (n,), (DATA_AXIS,))
+        self.mesh = data_mesh()
         self.minibatch = xr.process_count() > 1
         self._specs = {}
 

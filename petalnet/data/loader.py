@@ -80,9 +80,10 @@ def create_loader(dataset, batch_size: int, *, shuffle: bool = False, rank: int 
     (``background``); with ``pin_memory`` its threads decode straight into reused pinned batch
     buffers (the GPU fast path: no worker-to-main copy, no pin-memory copy). A streamed dataset
     (``streaming.StreamedImages``) always gets decoding threads: ``max(threads, num_workers, 1)``."""
-    if getattr(dataset.dataset if isinstance(dataset, WithIndex) else dataset, "streamed", False):
+    inner = dataset.dataset if isinstance(dataset, WithIndex) else dataset
+    if getattr(inner, "streamed", False):
         threads = max(threads, num_workers, 1)
-        return stream_loader(dataset, batch_size, shuffle=shuffle, rank=rank, world_size=world_size, seed=seed,
+        return stream_loader(dataset, inner, batch_size, shuffle=shuffle, rank=rank, world_size=world_size, seed=seed,
                              pad=pad, drop_last=drop_last, threads=threads, prefetch=threads * prefetch_factor // 2,
                              flip=flip, background=background, pin_memory=pin_memory, batch_transform=batch_transform)
     sampler = ShardSampler(len(dataset), rank=rank, world_size=world_size, shuffle=shuffle, seed=seed,
@@ -300,12 +301,12 @@ def _idle_priority() -> None:
         pass
 
 
-def stream_loader(dataset, batch_size: int, *, shuffle: bool, rank: int, world_size: int, seed: int,
+def stream_loader(dataset, inner, batch_size: int, *, shuffle: bool, rank: int, world_size: int, seed: int,
                   pad: bool, drop_last: bool, threads: int, prefetch: int, flip: bool, background: bool,
                   pin_memory: bool, batch_transform=None):
-    """A ``ThreadedLoader`` over a ``streaming.StreamSampler``: ``create_loader`` for a streamed dataset."""
+    """A ``ThreadedLoader`` over a ``streaming.StreamSampler``: ``create_loader`` for a streamed dataset
+    (``inner``: ``dataset`` without its ``WithIndex`` wrapper)."""
     from petalnet.data.streaming import StreamSampler
-    inner = dataset.dataset if isinstance(dataset, WithIndex) else dataset
     sampler = StreamSampler(inner, rank=rank, world_size=world_size, shuffle=shuffle, seed=seed, pad=pad,
                             drop_last=drop_last, ahead=(prefetch + threads + 1) * batch_size)
     return ThreadedLoader(dataset, batch_size, sampler, threads, prefetch=prefetch, drop_last=drop_last,
